@@ -1,0 +1,30 @@
+#ifndef SEEDER_CLIBEVENT_SHIM_H
+#define SEEDER_CLIBEVENT_SHIM_H
+
+#include <event2/event.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
+#include <event2/listener.h>
+#include <event2/http.h>
+#include <event2/dns.h>
+#include <event2/thread.h>
+#include <event2/util.h>
+
+// Function-like macros do not import into Swift; these wrap them.
+static inline struct event *seeder_evtimer_new(struct event_base *base, event_callback_fn cb, void *arg) {
+    return event_new(base, -1, 0, cb, arg);
+}
+static inline struct event *seeder_evsignal_new(struct event_base *base, int signum, event_callback_fn cb, void *arg) {
+    return event_new(base, signum, EV_SIGNAL | EV_PERSIST, cb, arg);
+}
+static inline int seeder_evtimer_add(struct event *ev, long long usec) {
+    struct timeval tv;
+    tv.tv_sec = (time_t)(usec / 1000000);
+    tv.tv_usec = (suseconds_t)(usec % 1000000);
+    return event_add(ev, &tv);
+}
+static inline int seeder_evtimer_pending(struct event *ev) {
+    return event_pending(ev, EV_TIMEOUT, NULL);
+}
+#endif

@@ -1,0 +1,4 @@
+#ifndef SEEDER_CZSTD_SHIM_H
+#define SEEDER_CZSTD_SHIM_H
+#include <zstd.h>
+#endif

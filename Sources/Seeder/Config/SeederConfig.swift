@@ -1,0 +1,75 @@
+import Logging
+
+/// Everything an operator can set. The defaults here are the embedded default config,
+/// and Config/seeder.toml lists the same keys with the same values (a test keeps the
+/// two in step).
+public struct SeederConfig: Equatable, Sendable {
+    public struct TorrentEntry: Equatable, Sendable {
+        /// Path of the .torrent file.
+        public var file: String
+        /// Save path for this torrent; nil means the global data directory.
+        public var dataDirectory: String?
+
+        public init(file: String, dataDirectory: String? = nil) {
+            self.file = file
+            self.dataDirectory = dataDirectory
+        }
+    }
+
+    // [network]
+    /// TCP port for peers; the UDP port (uTP, UDP trackers) uses the same number.
+    public var listenPort = 6881
+    /// IPv4 address to listen on; empty disables IPv4.
+    public var bindIPv4 = "0.0.0.0"
+    /// IPv6 address to listen on; empty disables IPv6.
+    public var bindIPv6 = "::"
+
+    // [storage]
+    public var dataDirectory: String
+    public var torrentsDirectory: String
+    public var stateDirectory: String
+    public var diskThreads = 0
+    public var maxOpenFiles = 512
+
+    // [limits]
+    /// Bytes per second; 0 is unlimited.
+    public var uploadLimit: Int64 = 0
+    public var downloadLimit: Int64 = 0
+    public var maxConnections = 500
+    public var maxConnectionsPerTorrent = 100
+    public var maxConnectionsPerIP = 4
+    public var maxHalfOpen = 64
+
+    // [log]
+    public var logLevel: Logger.Level = .info
+
+    // [[torrent]]
+    public var torrents: [TorrentEntry] = []
+
+    /// The paths under `root` that a fresh install uses: /var/lib/seeder for the
+    /// system service.
+    public init(root: String = SeederConfig.defaultRoot) {
+        dataDirectory = root + "/data"
+        torrentsDirectory = root + "/torrents"
+        stateDirectory = root + "/state"
+    }
+
+    /// /var/lib/seeder when running as root (the systemd service), otherwise
+    /// $XDG_DATA_HOME/seeder or ~/.local/share/seeder, so a user can try it without
+    /// write access to /var.
+    public static var defaultRoot: String {
+        if getuid() == 0 { return "/var/lib/seeder" }
+        if let xdg = environment("XDG_DATA_HOME"), !xdg.isEmpty { return xdg + "/seeder" }
+        if let home = environment("HOME"), !home.isEmpty { return home + "/.local/share/seeder" }
+        return "/var/lib/seeder"
+    }
+
+    private static func environment(_ name: String) -> String? {
+        guard let value = getenv(name) else { return nil }
+        return String(cString: value)
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

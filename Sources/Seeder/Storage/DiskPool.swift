@@ -1,0 +1,79 @@
+import Foundation
+
+/// Threads that do the blocking disk work (pread, pwrite) and SHA-1, so the event loop
+/// never waits on a disk. Jobs run in submission order, each on some free thread.
+public final class DiskPool: Sendable {
+    public let threadCount: Int
+    private let condition = NSCondition()
+    private let queue = QueueBox()
+
+    private final class QueueBox: @unchecked Sendable {
+        // Guarded by `condition`.
+        var jobs: [@Sendable () -> Void] = []
+        var head = 0
+        var stopping = false
+        var running = 0
+    }
+
+    /// `threads` of 0 means one per core.
+    public init(threads: Int) {
+        threadCount = threads > 0 ? threads : max(1, ProcessInfo.processInfo.activeProcessorCount)
+        for index in 0..<threadCount {
+            let thread = Thread { [condition, queue] in
+                Self.work(condition: condition, queue: queue)
+            }
+            thread.name = "disk-\(index)"
+            thread.start()
+        }
+        condition.lock()
+        while queue.running < threadCount { condition.wait() }
+        condition.unlock()
+    }
+
+    public func submit(_ job: @escaping @Sendable () -> Void) {
+        condition.lock()
+        queue.jobs.append(job)
+        condition.signal()
+        condition.unlock()
+    }
+
+    /// Jobs submitted and not yet started.
+    public var backlog: Int {
+        condition.lock()
+        defer { condition.unlock() }
+        return queue.jobs.count - queue.head
+    }
+
+    /// Lets queued jobs finish, then ends the threads and waits for them.
+    public func shutdown() {
+        condition.lock()
+        queue.stopping = true
+        condition.broadcast()
+        while queue.running > 0 { condition.wait() }
+        condition.unlock()
+    }
+
+    private static func work(condition: NSCondition, queue: QueueBox) {
+        condition.lock()
+        queue.running += 1
+        condition.broadcast()
+        while true {
+            while queue.head == queue.jobs.count && !queue.stopping { condition.wait() }
+            if queue.head == queue.jobs.count {
+                queue.running -= 1
+                condition.broadcast()
+                condition.unlock()
+                return
+            }
+            let job = queue.jobs[queue.head]
+            queue.head += 1
+            if queue.head > 1024 && queue.head * 2 > queue.jobs.count {
+                queue.jobs.removeFirst(queue.head)
+                queue.head = 0
+            }
+            condition.unlock()
+            job()
+            condition.lock()
+        }
+    }
+}

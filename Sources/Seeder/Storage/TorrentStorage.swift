@@ -1,0 +1,102 @@
+import BitTorrent
+import Glibc
+
+/// A torrent's byte stream on disk. Reads and writes may span files; BEP 47 padding
+/// reads as zeros and is never written. Called from disk-pool threads only.
+public final class TorrentStorage: Sendable {
+    public let layout: FileLayout
+    /// Absolute path of every file, in the torrent's order (padding files included,
+    /// though nothing is ever opened for them).
+    public let paths: [String]
+    private let cache: FileHandleCache
+
+    /// `dataDirectory` is a client's save path: a single-file torrent's file is
+    /// DATA/<name>, a multi-file torrent's files live under DATA/<name>/.
+    public convenience init(metainfo: Metainfo, dataDirectory: String, cache: FileHandleCache) {
+        self.init(files: metainfo.files, paths: Self.paths(of: metainfo, in: dataDirectory), cache: cache)
+    }
+
+    public init(files: [TorrentFile], paths: [String], cache: FileHandleCache) {
+        precondition(files.count == paths.count)
+        layout = FileLayout(files: files)
+        self.paths = paths
+        self.cache = cache
+    }
+
+    /// Where each of a torrent's files lives under a data directory. Metainfo has
+    /// already refused components that could climb out of it.
+    public static func paths(of metainfo: Metainfo, in dataDirectory: String) -> [String] {
+        var root = dataDirectory
+        while root.count > 1 && root.hasSuffix("/") { root.removeLast() }
+        return metainfo.files.map { file in
+            metainfo.isMultiFile
+                ? ([root, metainfo.name] + file.path).joined(separator: "/")
+                : root + "/" + metainfo.name
+        }
+    }
+
+    /// Fills `buffer` with the bytes at `offset` of the torrent's stream.
+    public func read(offset: Int64, into buffer: UnsafeMutableRawBufferPointer) throws(StorageError) {
+        for segment in layout.segments(offset: offset, length: buffer.count) {
+            let target = UnsafeMutableRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)])
+            if layout.files[segment.fileIndex].isPadding {
+                target.initializeMemory(as: UInt8.self, repeating: 0)
+                continue
+            }
+            let path = paths[segment.fileIndex]
+            try cache.withDescriptor(path: path, writable: false) { fd throws(StorageError) in
+                var done = 0
+                while done < segment.length {
+                    let count = pread(fd, target.baseAddress! + done, segment.length - done, off_t(segment.fileOffset) + off_t(done))
+                    if count < 0 {
+                        if errno == EINTR { continue }
+                        throw .system(path: path, operation: "read", errno: errno)
+                    }
+                    if count == 0 { throw .short(path: path) }
+                    done += count
+                }
+            }
+        }
+    }
+
+    /// Writes `buffer` at `offset` of the torrent's stream, creating directories and
+    /// files as needed.
+    public func write(offset: Int64, from buffer: UnsafeRawBufferPointer) throws(StorageError) {
+        for segment in layout.segments(offset: offset, length: buffer.count) {
+            if layout.files[segment.fileIndex].isPadding { continue }
+            let path = paths[segment.fileIndex]
+            try Self.createParentDirectories(of: path)
+            let source = UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)])
+            try cache.withDescriptor(path: path, writable: true) { fd throws(StorageError) in
+                var done = 0
+                while done < segment.length {
+                    let count = pwrite(fd, source.baseAddress! + done, segment.length - done, off_t(segment.fileOffset) + off_t(done))
+                    if count < 0 {
+                        if errno == EINTR { continue }
+                        throw .system(path: path, operation: "write", errno: errno)
+                    }
+                    done += count
+                }
+            }
+        }
+    }
+
+    /// Size and modification time of each file, or nil where it does not exist.
+    public func fileStatus(_ index: Int) -> (size: Int64, modified: Int64)? {
+        var info = stat()
+        guard stat(paths[index], &info) == 0 else { return nil }
+        return (Int64(info.st_size), Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
+    }
+
+    static func createParentDirectories(of path: String) throws(StorageError) {
+        var components = path.split(separator: "/", omittingEmptySubsequences: false)
+        components.removeLast()
+        var current = path.hasPrefix("/") ? "" : "."
+        for component in components where !component.isEmpty {
+            current += "/" + component
+            if mkdir(current, 0o755) != 0 && errno != EEXIST {
+                throw .system(path: current, operation: "mkdir", errno: errno)
+            }
+        }
+    }
+}

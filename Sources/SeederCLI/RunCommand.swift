@@ -1,0 +1,103 @@
+import ArgumentParser
+import EventLoop
+import Logging
+import Seeder
+
+struct RunCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "run",
+        abstract: "Run the server: load, check and seed torrents.",
+        discussion: """
+            Without --config, the embedded default config is used (see Config/seeder.toml).
+            Flags override the config. Torrents named on the command line are seeded from
+            --data, or from the config's data directory.
+            """
+    )
+
+    @Option(name: .long, help: "The TOML config file.")
+    var config: String?
+
+    @Option(name: .long, help: "TCP and UDP port for peers.")
+    var port: Int?
+
+    @Option(name: .long, help: "Data directory (save path) for the torrents named here and the torrents directory.")
+    var data: String?
+
+    @Option(name: .customLong("upload-limit"), help: "Global upload limit, e.g. 5MiB/s; 0 is unlimited.")
+    var uploadLimit: Rate?
+
+    @Option(name: .customLong("download-limit"), help: "Global download limit, e.g. 5MiB/s; 0 is unlimited.")
+    var downloadLimit: Rate?
+
+    @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
+    var logLevel: String?
+
+    @Argument(help: "Torrent files to seed.")
+    var torrents: [String] = []
+
+    func validate() throws {
+        if let port, !(1...65535).contains(port) { throw ValidationError("--port \(port) is out of range: expected 1 to 65535") }
+        if let logLevel, Logger.Level(rawValue: logLevel.lowercased()) == nil {
+            throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
+        }
+    }
+
+    func run() throws {
+        var settings: SeederConfig
+        let origin: String
+        if let config {
+            do {
+                settings = try ConfigLoader.load(path: config)
+            } catch {
+                printError("seeder: \(error)")
+                throw ExitCode(2)
+            }
+            origin = config
+        } else {
+            settings = SeederConfig()
+            origin = "embedded default config"
+        }
+        if let port { settings.listenPort = port }
+        if let data { settings.dataDirectory = data }
+        if let uploadLimit { settings.uploadLimit = uploadLimit.bytesPerSecond }
+        if let downloadLimit { settings.downloadLimit = downloadLimit.bytesPerSecond }
+        if let logLevel { settings.logLevel = Logger.Level(rawValue: logLevel.lowercased())! }
+
+        let level = settings.logLevel
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
+        let logger = Logger(label: "seeder")
+        try Server.run(config: settings, origin: origin, commandLineTorrents: torrents, commandLineData: data, logger: logger)
+    }
+}
+
+/// Owns the loop for the lifetime of `seeder run`.
+enum Server {
+    static func run(config: SeederConfig, origin: String, commandLineTorrents: [String], commandLineData: String?, logger: Logger) throws {
+        logger.info("seeder \(SeederVersion.string) starting", metadata: [
+            "config": "\(origin)", "port": "\(config.listenPort)", "data_dir": "\(config.dataDirectory)",
+            "torrents_dir": "\(config.torrentsDirectory)",
+        ])
+        for directory in [config.dataDirectory, config.torrentsDirectory, config.stateDirectory] {
+            if let problem = Directories.ensure(directory) {
+                logger.critical("cannot create \(directory): \(problem)")
+                throw ExitCode(1)
+            }
+        }
+        logger.info("seeding .torrent files found in \(config.torrentsDirectory), data from \(config.dataDirectory)")
+        if config.uploadLimit > 0 || config.downloadLimit > 0 {
+            logger.warning("bandwidth limits are parsed but not enforced by this version", metadata: [
+                "upload_limit": "\(ByteUnits.formatRate(config.uploadLimit))",
+                "download_limit": "\(ByteUnits.formatRate(config.downloadLimit))",
+            ])
+        }
+        let loop = EventLoop()
+        let session = Session(config: config, loop: loop, logger: logger)
+        let (sources, problems) = TorrentSource.all(config: config, commandLine: commandLineTorrents, commandLineData: commandLineData)
+        for problem in problems { logger.error("\(problem)") }
+        session.add(sources: sources)
+        session.start()
+        loop.run()
+        session.shutdown()
+        logger.info("stopped")
+    }
+}

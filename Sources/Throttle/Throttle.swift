@@ -1,0 +1,2 @@
+/// Token buckets and the bandwidth hierarchy arrive with the limits issue.
+public enum Throttle {}

@@ -1,0 +1,2 @@
+/// BEP 15 UDP tracker client arrives with the UDP tracker issue.
+public enum UDPTracker {}

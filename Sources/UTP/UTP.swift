@@ -1,0 +1,2 @@
+/// BEP 29 uTP: the packet codec and connection state machine arrive with the uTP issue.
+public enum UTP {}
