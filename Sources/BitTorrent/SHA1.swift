@@ -21,3 +21,32 @@ public enum SHA1 {
         seeder_sha1(buffer.baseAddress, buffer.count, digest)
     }
 }
+
+/// Incremental SHA-1, for hashing a piece in cache-sized chunks as it is read. One per
+/// thread: it is not safe to share.
+public final class SHA1Context {
+    private let context: OpaquePointer
+
+    public init() {
+        guard let context = seeder_sha1_new() else { fatalError("libcrypto could not create a SHA-1 context") }
+        self.context = context
+    }
+
+    deinit { seeder_sha1_free(context) }
+
+    public func reset() {
+        seeder_sha1_reset(context)
+    }
+
+    public func update(_ buffer: UnsafeRawBufferPointer) {
+        seeder_sha1_update(context, buffer.baseAddress, buffer.count)
+    }
+
+    /// The digest of everything since the last reset; resets for the next one.
+    public func finish() -> [UInt8] {
+        var digest = [UInt8](repeating: 0, count: SHA1.digestLength)
+        digest.withUnsafeMutableBufferPointer { _ = seeder_sha1_final(context, $0.baseAddress) }
+        seeder_sha1_reset(context)
+        return digest
+    }
+}

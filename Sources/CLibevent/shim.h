@@ -1,6 +1,23 @@
 #ifndef SEEDER_CLIBEVENT_SHIM_H
 #define SEEDER_CLIBEVENT_SHIM_H
 
+// System headers first: libevent's event-config.h defines _GNU_SOURCE, and a system
+// header parsed after that no longer matches Swift's Glibc module (fd_set clashes).
+#include <sys/types.h>
+#include <sys/time.h>
+#include <sys/select.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <signal.h>
+#include <stdint.h>
+#include <stdarg.h>
+#include <time.h>
+#include <pthread.h>
+
 #include <event2/event.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>

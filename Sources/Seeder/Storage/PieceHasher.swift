@@ -11,6 +11,9 @@ public enum PieceHasher {
         case failed(StorageError)
     }
 
+    /// Bytes read and hashed at a time.
+    static let chunkSize = 128 << 10
+
     /// Hashes `pieces` of a torrent. `result` is called on disk threads, once per piece,
     /// in no particular order; `done` once, after the last `result`.
     public static func hash(
@@ -29,19 +32,29 @@ public enum PieceHasher {
         let total = storage.layout.totalLength
         for _ in 0..<workers {
             pool.submit {
-                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: pieceLength, alignment: 4096)
+                // Read and hash in chunks that stay in the L2 cache: hashing a whole piece
+                // after copying it would fetch every byte from memory a second time.
+                let chunkLength = min(pieceLength, chunkSize)
+                let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: chunkLength, alignment: 4096)
                 defer { buffer.deallocate() }
+                let context = SHA1Context()
                 while true {
                     let slot = shared.next.add(1, ordering: .relaxed).oldValue
                     guard slot < pieces.count else { break }
                     let piece = pieces[slot]
                     let offset = Int64(piece) * Int64(pieceLength)
                     let length = Int(min(Int64(pieceLength), total - offset))
-                    let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<length])
                     do throws(StorageError) {
-                        try storage.read(offset: offset, into: region)
-                        result(piece, .digest(SHA1.hash(UnsafeRawBufferPointer(region))))
+                        var done = 0
+                        while done < length {
+                            let region = UnsafeMutableRawBufferPointer(rebasing: buffer[0..<min(chunkLength, length - done)])
+                            try storage.read(offset: offset + Int64(done), into: region)
+                            context.update(UnsafeRawBufferPointer(region))
+                            done += region.count
+                        }
+                        result(piece, .digest(context.finish()))
                     } catch {
+                        context.reset()
                         result(piece, error.isMissingData ? .missing : .failed(error))
                     }
                 }
