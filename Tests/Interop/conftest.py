@@ -129,23 +129,29 @@ def write_tree(root: Path, sizes: dict, seed: int = 1) -> Path:
     return root
 
 
+def torrent_order(paths):
+    """The order a v1 torrent lists files in: byte-wise order of the whole relative path
+    string, as mktorrent sorts them ('sub-file' before 'sub/x', 'Z' before 'a')."""
+    return sorted(paths, key=lambda path: path.encode())
+
+
 def files_in_torrent_order(root: Path) -> list:
-    """(relative path, size) of every file under `root`, in the order a v1 torrent lists
-    them: byte-wise order of the whole relative path string (mktorrent's order)."""
-    found = []
+    """(relative path, size) of every file under `root`, in torrent order."""
+    sizes = {}
     for directory, _, names in os.walk(root):
         for name in names:
             path = Path(directory, name)
-            found.append((path.relative_to(root).as_posix(), path.stat().st_size))
-    return sorted(found, key=lambda entry: entry[0].encode())
+            sizes[path.relative_to(root).as_posix()] = path.stat().st_size
+    return [(relative, sizes[relative]) for relative in torrent_order(sizes)]
 
 
-def layout(root: Path) -> list:
-    """(relative path, offset, length) for each file of a folder torrent made of `root`."""
+def layout(sizes: dict) -> list:
+    """(relative path, offset, length) of each file of a folder torrent made from a tree
+    written by write_tree(root, sizes)."""
     entries, offset = [], 0
-    for relative, size in files_in_torrent_order(root):
-        entries.append((relative, offset, size))
-        offset += size
+    for relative in torrent_order(sizes):
+        entries.append((relative, offset, sizes[relative]))
+        offset += sizes[relative]
     return entries
 
 
@@ -217,9 +223,9 @@ class SeederCLI:
     def __init__(self, binary: str):
         self.binary = binary
 
-    def __call__(self, *args, env=None) -> subprocess.CompletedProcess:
+    def __call__(self, *args) -> subprocess.CompletedProcess:
         return subprocess.run([self.binary, *map(str, args)], capture_output=True, text=True,
-                              timeout=COMMAND_TIMEOUT, env=env, stdin=subprocess.DEVNULL)
+                              timeout=COMMAND_TIMEOUT, stdin=subprocess.DEVNULL)
 
     def checked(self, *args) -> subprocess.CompletedProcess:
         result = self(*args)
@@ -328,20 +334,26 @@ class SeederServer:
         try:
             return self.process.wait(timeout)
         except subprocess.TimeoutExpired:
-            self.kill()
+            self.terminate()
             pytest.fail(f"seeder did not exit within {timeout} s of {signal.Signals(number).name}:\n{self.log()}")
 
-    def kill(self):
-        if self.process.poll() is None:
-            os.kill(self.pid, signal.SIGKILL)
-            self.process.wait(10)
+    def terminate(self):
+        """SIGTERM, then SIGKILL if it is still there 5 s later; always reaped."""
+        for number, grace in ((signal.SIGTERM, 5), (signal.SIGKILL, 10)):
+            if self.process.poll() is not None:
+                return
+            os.kill(self.pid, number)
+            try:
+                self.process.wait(grace)
+            except subprocess.TimeoutExpired:
+                pass
 
 
 @pytest.fixture
 def start_seeder(seeder_bin, tmp_path):
     """start_seeder(*args, prefix=[]) starts `seeder run ARGS` with HOME in tmp_path
     (optionally behind a wrapper such as unshare that execs it, keeping the PID); every
-    server still running at the end of the test is killed by its PID."""
+    server still running at the end of the test is terminated by its PID and reaped."""
     servers = []
     home = tmp_path / "home"
     home.mkdir(exist_ok=True)
@@ -356,7 +368,7 @@ def start_seeder(seeder_bin, tmp_path):
 
     yield start
     for server in servers:
-        server.kill()
+        server.terminate()
 
 
 def seeding_line(name: str) -> str:

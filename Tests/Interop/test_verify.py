@@ -16,6 +16,8 @@ SIZES = {
     "sub/deeper/x.dat": 3 * PIECE + 1,
     "sub/z.dat": PIECE // 2 - 3,
 }
+# relative path: (offset in the torrent, length)
+LAYOUT = {relative: (offset, length) for relative, offset, length in layout(SIZES)}
 
 
 @pytest.fixture
@@ -38,7 +40,7 @@ def parse_report(stdout):
 def expected_files(data, bad_pieces):
     """What the per-file summary must say when `bad_pieces` are not good."""
     expected = {}
-    for relative, offset, length in layout(data / "payload"):
+    for relative, (offset, length) in LAYOUT.items():
         pieces = pieces_of(offset, length, PIECE)
         good = len([piece for piece in pieces if piece not in bad_pieces])
         present = (data / "payload" / relative).exists()
@@ -73,8 +75,7 @@ def test_verify_complete_data(seeder, tmp_path, torrent):
 ])
 def test_verify_one_corrupted_byte(seeder, torrent, file, position):
     path, data = torrent
-    offset = dict((relative, start) for relative, start, _ in layout(data / "payload"))[file]
-    expected_piece = (offset + position) // PIECE
+    expected_piece = (LAYOUT[file][0] + position) // PIECE
     target = data / "payload" / file
     content = bytearray(target.read_bytes())
     content[position] ^= 0xFF
@@ -90,9 +91,8 @@ def test_verify_one_corrupted_byte(seeder, torrent, file, position):
 
 def test_verify_missing_file(seeder, torrent):
     path, data = torrent
-    entry = next(entry for entry in layout(data / "payload") if entry[0] == "sub/deeper/x.dat")
     (data / "payload" / "sub/deeper/x.dat").unlink()
-    missing = set(pieces_of(entry[1], entry[2], PIECE))
+    missing = set(pieces_of(*LAYOUT["sub/deeper/x.dat"], PIECE))
 
     result = seeder("verify", path, data)
     assert result.returncode == 1, result.stdout + result.stderr
@@ -129,7 +129,7 @@ def test_verify_missing_empty_file_only(seeder, torrent):
 @pytest.mark.parametrize("keep", [0, 1, PIECE + 100])
 def test_verify_truncated_file(seeder, torrent, keep):
     path, data = torrent
-    _, offset, length = next(entry for entry in layout(data / "payload") if entry[0] == "sub/deeper/x.dat")
+    offset, length = LAYOUT["sub/deeper/x.dat"]
     target = data / "payload" / "sub/deeper/x.dat"
     target.write_bytes(target.read_bytes()[:keep])
     # Every piece holding a byte past the new end lacks data.
