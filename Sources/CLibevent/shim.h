@@ -17,6 +17,9 @@
 #include <stdarg.h>
 #include <time.h>
 #include <pthread.h>
+#include <openssl/ssl.h>
+#include <openssl/err.h>
+#include <openssl/x509v3.h>
 
 #include <event2/event.h>
 #include <event2/buffer.h>
@@ -43,5 +46,14 @@ static inline int seeder_evtimer_add(struct event *ev, long long usec) {
 }
 static inline int seeder_evtimer_pending(struct event *ev) {
     return event_pending(ev, EV_TIMEOUT, NULL);
+}
+
+static inline long seeder_ssl_set_sni(SSL *ssl, const char *host) {
+    return SSL_set_tlsext_host_name(ssl, host);
+}
+
+// Socket options through one call each, so Swift need not spell socklen_t casts.
+static inline int seeder_set_int_option(int fd, int level, int name, int value) {
+    return setsockopt(fd, level, name, &value, sizeof(value));
 }
 #endif

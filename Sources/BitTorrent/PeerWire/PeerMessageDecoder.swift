@@ -1,0 +1,113 @@
+/// Why a peer was disconnected for what it sent.
+public enum PeerProtocolError: Error, Equatable, Sendable, CustomStringConvertible {
+    case messageTooLong(length: Int, limit: Int)
+    case malformed(id: UInt8, length: Int)
+    case badHandshake(String)
+
+    public var description: String {
+        switch self {
+        case .messageTooLong(let length, let limit): return "message of \(length) bytes exceeds the limit of \(limit)"
+        case .malformed(let id, let length): return "message id \(id) with invalid length \(length)"
+        case .badHandshake(let why): return "bad handshake: \(why)"
+        }
+    }
+}
+
+/// Splits a byte stream into peer wire messages. Bytes are appended as they arrive;
+/// complete messages are taken out one by one. The length limit is checked on the
+/// 4-byte prefix, before anything is buffered, so a peer announcing 4 GiB costs nothing.
+public struct PeerMessageDecoder {
+    private var buffer: [UInt8] = []
+    private var start = 0
+    public let maxMessageLength: Int
+
+    /// `maxMessageLength` bounds every message body; it must admit a 16 KiB block and
+    /// the torrent's bitfield.
+    public init(maxMessageLength: Int) {
+        self.maxMessageLength = maxMessageLength
+    }
+
+    /// The limit for a torrent of `pieceCount` pieces: a block, a bitfield, or an
+    /// extension message of up to 1 MiB (BEP 9 metadata pieces are 16 KiB; the rest small).
+    public static func limit(pieceCount: Int) -> Int {
+        max(9 + BlockRequest.maxLength, 1 + (pieceCount + 7) / 8, 1 << 20)
+    }
+
+    public var bufferedByteCount: Int { buffer.count - start }
+
+    public mutating func append(_ bytes: UnsafeRawBufferPointer) {
+        compactIfNeeded()
+        buffer.append(contentsOf: bytes)
+    }
+
+    public mutating func append(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { append($0) }
+    }
+
+    /// Takes raw bytes off the front (the handshake, which is not length-prefixed).
+    public mutating func takeRaw(_ count: Int) -> [UInt8]? {
+        guard bufferedByteCount >= count else { return nil }
+        let bytes = Array(buffer[start..<(start + count)])
+        start += count
+        return bytes
+    }
+
+    /// The next complete message, nil when more bytes are needed.
+    public mutating func next() throws(PeerProtocolError) -> PeerMessage? {
+        guard bufferedByteCount >= 4 else { return nil }
+        let length = Int(readUInt32(at: start))
+        guard length <= maxMessageLength else { throw .messageTooLong(length: length, limit: maxMessageLength) }
+        guard bufferedByteCount >= 4 + length else { return nil }
+        let body = start + 4
+        start = body + length
+        if length == 0 { return .keepAlive }
+        let rawID = buffer[body]
+        guard let id = PeerMessage.ID(rawValue: rawID) else { return .unknown(id: rawID, length: length) }
+        func expect(_ expected: Int) throws(PeerProtocolError) {
+            guard length == expected else { throw .malformed(id: rawID, length: length) }
+        }
+        switch id {
+        case .choke: try expect(1); return .choke
+        case .unchoke: try expect(1); return .unchoke
+        case .interested: try expect(1); return .interested
+        case .notInterested: try expect(1); return .notInterested
+        case .haveAll: try expect(1); return .haveAll
+        case .haveNone: try expect(1); return .haveNone
+        case .have: try expect(5); return .have(piece: Int(readUInt32(at: body + 1)))
+        case .suggestPiece: try expect(5); return .suggestPiece(piece: Int(readUInt32(at: body + 1)))
+        case .allowedFast: try expect(5); return .allowedFast(piece: Int(readUInt32(at: body + 1)))
+        case .bitfield: return .bitfield(Array(buffer[(body + 1)..<(body + length)]))
+        case .request: try expect(13); return .request(block(at: body + 1))
+        case .cancel: try expect(13); return .cancel(block(at: body + 1))
+        case .rejectRequest: try expect(13); return .rejectRequest(block(at: body + 1))
+        case .piece:
+            guard length >= 9 else { throw .malformed(id: rawID, length: length) }
+            return .piece(piece: Int(readUInt32(at: body + 1)), offset: Int(readUInt32(at: body + 5)),
+                          data: Array(buffer[(body + 9)..<(body + length)]))
+        case .port:
+            try expect(3)
+            return .port(UInt16(buffer[body + 1]) << 8 | UInt16(buffer[body + 2]))
+        case .extended:
+            guard length >= 2 else { throw .malformed(id: rawID, length: length) }
+            return .extended(id: buffer[body + 1], payload: Array(buffer[(body + 2)..<(body + length)]))
+        }
+    }
+
+    private func block(at offset: Int) -> BlockRequest {
+        BlockRequest(piece: Int(readUInt32(at: offset)), offset: Int(readUInt32(at: offset + 4)), length: Int(readUInt32(at: offset + 8)))
+    }
+
+    private func readUInt32(at offset: Int) -> UInt32 {
+        UInt32(buffer[offset]) << 24 | UInt32(buffer[offset + 1]) << 16 | UInt32(buffer[offset + 2]) << 8 | UInt32(buffer[offset + 3])
+    }
+
+    private mutating func compactIfNeeded() {
+        if start == buffer.count {
+            buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
+            start = 0
+        } else if start > 64 << 10 && start * 2 > buffer.count {
+            buffer.removeFirst(start)
+            start = 0
+        }
+    }
+}

@@ -1,0 +1,168 @@
+import CLibevent
+import Glibc
+
+public protocol TCPConnectionDelegate: AnyObject {
+    /// An outgoing connection was established.
+    func connectionEstablished(_ connection: TCPConnection)
+    /// Bytes arrived; take them with `readAvailable`.
+    func connectionReadable(_ connection: TCPConnection)
+    /// The output buffer drained to the low watermark: room for more.
+    func connectionWritable(_ connection: TCPConnection)
+    /// The connection ended (EOF, error, or failed to connect). Not called after `close()`.
+    func connectionClosed(_ connection: TCPConnection, reason: String)
+}
+
+/// A TCP connection over a libevent bufferevent. Loop thread only.
+public final class TCPConnection {
+    private var bev: OpaquePointer?
+    public weak var delegate: TCPConnectionDelegate?
+    public let remote: SocketAddress
+    public private(set) var isConnected: Bool
+
+    /// Output is "low" at or below this many bytes: `connectionWritable` fires then.
+    public static let writeLowWatermark = 256 << 10
+
+    /// Wraps an accepted socket.
+    public init(loop: EventLoop, acceptedSocket fd: Int32, remote: SocketAddress) {
+        self.remote = remote
+        isConnected = true
+        _ = seeder_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
+        bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
+        install()
+    }
+
+    /// Starts connecting to `remote`; the delegate hears `connectionEstablished` or
+    /// `connectionClosed`.
+    public init(loop: EventLoop, connectingTo remote: SocketAddress, bindTo local: SocketAddress? = nil) {
+        self.remote = remote
+        isConnected = false
+        var fd = socket(remote.isIPv4 ? AF_INET : AF_INET6, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
+        if fd >= 0, let local, local.isIPv4 == remote.isIPv4 {
+            let bound = local.withSockAddr { bind(fd, $0, $1) }
+            if bound != 0 { Glibc.close(fd); fd = -1 }
+        }
+        if fd >= 0 { _ = seeder_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
+        bev = fd >= 0 ? bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) : nil
+        install()
+        if let bev {
+            let started = remote.withSockAddr { bufferevent_socket_connect(bev, UnsafeMutablePointer(mutating: $0), Int32($1)) }
+            if started != 0 { failLater(loop: loop, "connect failed: \(String(cString: strerror(errno)))") }
+        } else {
+            failLater(loop: loop, "socket failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private var failTimer: Timer?
+
+    private func failLater(loop: EventLoop, _ reason: String) {
+        // Report on the next loop turn, after the caller has set the delegate.
+        failTimer = Timer(loop: loop, after: 0) { [unowned self] in
+            self.failTimer = nil
+            self.closeAndNotify(reason)
+        }
+    }
+
+    private func install() {
+        guard let bev else { return }
+        let context = Unmanaged.passUnretained(self).toOpaque()
+        bufferevent_setcb(bev, { _, context in
+            let this = Unmanaged<TCPConnection>.fromOpaque(context!).takeUnretainedValue()
+            this.delegate?.connectionReadable(this)
+        }, { _, context in
+            let this = Unmanaged<TCPConnection>.fromOpaque(context!).takeUnretainedValue()
+            this.delegate?.connectionWritable(this)
+        }, { _, events, context in
+            let this = Unmanaged<TCPConnection>.fromOpaque(context!).takeUnretainedValue()
+            this.handle(events: events)
+        }, context)
+        bufferevent_setwatermark(bev, Int16(EV_WRITE), Self.writeLowWatermark, 0)
+        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+    }
+
+    private func handle(events: Int16) {
+        let flags = Int32(events)
+        if flags & Int32(BEV_EVENT_CONNECTED) != 0 {
+            isConnected = true
+            delegate?.connectionEstablished(self)
+            return
+        }
+        if flags & Int32(BEV_EVENT_EOF) != 0 {
+            closeAndNotify("closed by peer")
+        } else if flags & Int32(BEV_EVENT_ERROR) != 0 {
+            let code = errno
+            closeAndNotify(code != 0 ? String(cString: strerror(code)) : "socket error")
+        } else if flags & Int32(BEV_EVENT_TIMEOUT) != 0 {
+            closeAndNotify("timed out")
+        }
+    }
+
+    private func closeAndNotify(_ reason: String) {
+        guard bev != nil || failTimer == nil else { return }
+        close()
+        delegate?.connectionClosed(self, reason: reason)
+    }
+
+    /// Bytes waiting to be sent.
+    public var outputLength: Int {
+        guard let bev else { return 0 }
+        return evbuffer_get_length(bufferevent_get_output(bev))
+    }
+
+    public var inputLength: Int {
+        guard let bev else { return 0 }
+        return evbuffer_get_length(bufferevent_get_input(bev))
+    }
+
+    /// Hands every buffered input chunk to `body`, then drains them.
+    public func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void) {
+        guard let bev else { return }
+        let input = bufferevent_get_input(bev)
+        let total = evbuffer_get_length(input)
+        guard total > 0 else { return }
+        var vectors = [iovec](repeating: iovec(), count: 16)
+        var remaining = total
+        while remaining > 0 {
+            let count = Int(evbuffer_peek(input, -1, nil, &vectors, Int32(vectors.count)))
+            guard count > 0 else { break }
+            var consumed = 0
+            for index in 0..<min(count, vectors.count) {
+                let vector = vectors[index]
+                body(UnsafeRawBufferPointer(start: vector.iov_base, count: vector.iov_len))
+                consumed += vector.iov_len
+            }
+            evbuffer_drain(input, consumed)
+            remaining -= consumed
+            if self.bev == nil { return }  // closed by the body
+        }
+    }
+
+    public func write(_ bytes: UnsafeRawBufferPointer) {
+        guard let bev, bytes.count > 0 else { return }
+        bufferevent_write(bev, bytes.baseAddress, bytes.count)
+    }
+
+    public func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    /// Stops or resumes reading from the socket (download limits, back-pressure).
+    public func setReading(_ enabled: Bool) {
+        guard let bev else { return }
+        if enabled { bufferevent_enable(bev, Int16(EV_READ)) } else { bufferevent_disable(bev, Int16(EV_READ)) }
+    }
+
+    /// Closes at once, dropping unsent output. The delegate is not called.
+    public func close() {
+        failTimer?.cancel()
+        failTimer = nil
+        if let bev {
+            bufferevent_setcb(bev, nil, nil, nil, nil)
+            bufferevent_free(bev)
+        }
+        bev = nil
+    }
+
+    public var isOpen: Bool { bev != nil }
+
+    deinit { close() }
+}
