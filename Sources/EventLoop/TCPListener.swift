@@ -12,6 +12,7 @@ public final class TCPListener {
 
     public struct BindError: Error, CustomStringConvertible {
         public let description: String
+        public init(description: String) { self.description = description }
     }
 
     /// Binds and listens. An IPv6 listener is IPv6-only, so an IPv4 one can share the

@@ -95,7 +95,12 @@ enum Server {
         let (sources, problems) = TorrentSource.all(config: config, commandLine: commandLineTorrents, commandLineData: commandLineData)
         for problem in problems { logger.error("\(problem)") }
         session.add(sources: sources)
-        session.start()
+        do {
+            try session.start()
+        } catch {
+            logger.critical("\(error)")
+            throw ExitCode(1)
+        }
         loop.run()
         session.shutdown()
         logger.info("stopped")

@@ -19,7 +19,8 @@ public enum PeerProtocolError: Error, Equatable, Sendable, CustomStringConvertib
 public struct PeerMessageDecoder {
     private var buffer: [UInt8] = []
     private var start = 0
-    public let maxMessageLength: Int
+    /// Raised once the torrent, and so its bitfield's size, is known.
+    public var maxMessageLength: Int
 
     /// `maxMessageLength` bounds every message body; it must admit a 16 KiB block and
     /// the torrent's bitfield.

@@ -61,6 +61,7 @@ public enum ConfigLoader {
             if let value = try limits.integer("max_connections_per_torrent", in: 1...1_000_000) { config.maxConnectionsPerTorrent = value }
             if let value = try limits.integer("max_connections_per_ip", in: 1...1000) { config.maxConnectionsPerIP = value }
             if let value = try limits.integer("max_half_open", in: 1...10_000) { config.maxHalfOpen = value }
+            if let value = try limits.integer("upload_slots", in: 0...10_000) { config.uploadSlots = value }
             try limits.rejectUnknownKeys()
         }
 

@@ -39,6 +39,8 @@ public struct SeederConfig: Equatable, Sendable {
     public var maxConnectionsPerTorrent = 100
     public var maxConnectionsPerIP = 4
     public var maxHalfOpen = 64
+    /// Peers unchoked at once per torrent, rotated; 0 unchokes every interested peer.
+    public var uploadSlots = 0
 
     // [log]
     public var logLevel: Logger.Level = .info

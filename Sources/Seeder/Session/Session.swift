@@ -18,6 +18,8 @@ public final class Session {
     private var progressTimer: Timer?
     private var signals: [SignalWatcher] = []
     private var stopping = false
+    private var peers: PeerServer?
+    public let peerID = PeerID.generate()
 
     /// Called on the loop once every queued torrent has been checked.
     public var onAllChecked: (() -> Void)?
@@ -70,9 +72,17 @@ public final class Session {
         return torrent
     }
 
-    /// Installs the signal handlers; SIGINT and SIGTERM stop the loop.
-    public func start() {
+    /// Listens for peers and installs the signal handlers; SIGINT and SIGTERM stop.
+    public func start() throws(SessionError) {
         signal(SIGPIPE, SIG_IGN)
+        let server = PeerServer(config: config, loop: loop, pool: pool, logger: logger, peerID: peerID)
+        do {
+            try server.start()
+        } catch {
+            throw SessionError(description: error.description)
+        }
+        peers = server
+        for torrent in torrents.values where torrent.state == .seeding { server.register(torrent) }
         for number in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: number) { [unowned self] in
                 self.logger.info("received \(number == SIGINT ? "SIGINT" : "SIGTERM"), stopping")
@@ -92,6 +102,7 @@ public final class Session {
         guard !stopping else { return }
         stopping = true
         progressTimer?.cancel()
+        peers?.stop()
         loop.stop()
     }
 
@@ -138,6 +149,7 @@ public final class Session {
             logger.warning("\(torrent.name): \(result.corrupt) pieces do not match their hash", metadata: ["info_hash": "\(torrent.infoHash)"])
         }
         torrent.state = .seeding
+        peers?.register(torrent)
         let held = result.have.setCount
         let total = result.have.count
         let share = total == 0 ? 100 : held * 100 / total
@@ -153,6 +165,9 @@ public final class Session {
         let done = progress.snapshot().done
         logger.info("checking \(torrent.name): \(done * 100 / max(1, torrent.metainfo.pieceCount))%", metadata: ["pieces_done": "\(done)"])
     }
+
+    /// The TCP port peers reach us on (the configured one, or the kernel's pick for 0).
+    public var listeningPort: UInt16 { peers?.listeningPort ?? 0 }
 
     static func readFile(_ path: String) -> Result<[UInt8], ProblemText> {
         let fd = open(path, O_RDONLY | O_CLOEXEC)
@@ -204,4 +219,8 @@ final class CheckProgress: Sendable {
     }
 
     func snapshot() -> Snapshot { state.withLock { $0 } }
+}
+
+public struct SessionError: Error, CustomStringConvertible {
+    public let description: String
 }

@@ -1,0 +1,250 @@
+import BitTorrent
+import EventLoop
+import Glibc
+import Logging
+
+/// Accepts and dials peer connections for every torrent on one port, enforces the
+/// connection limits, and runs the periodic work (timeouts, keepalives, rechoking,
+/// dialing). Loop-owned.
+final class PeerServer {
+    let peerID: [UInt8]
+    let logger: Logger
+    let sessionConfiguration: PeerSession.Configuration
+    private unowned let loop: EventLoop
+    private let pool: DiskPool
+    private let config: SeederConfig
+    private var listeners: [TCPListener] = []
+    private var swarms: [InfoHash: Swarm] = [:]
+    private var connections: [Int: PeerConnection] = [:]
+    private var limits: ConnectionLimits
+    private var nextID = 0
+    private var nextSwarmIndex = 0
+    private var tickTimer: Timer?
+    private var lastRechoke: UInt64 = 0
+    private var stopping = false
+
+    /// Totals for logs and, later, the status endpoint.
+    private(set) var uploadedBytes: Int64 = 0
+    private(set) var peerFaults = 0
+
+    static let handshakeTimeout: UInt64 = 10_000_000
+    static let rechokeInterval: UInt64 = 10_000_000
+
+    init(config: SeederConfig, loop: EventLoop, pool: DiskPool, logger: Logger, peerID: [UInt8]) {
+        self.config = config
+        self.loop = loop
+        self.pool = pool
+        self.logger = logger
+        self.peerID = peerID
+        var session = PeerSession.Configuration()
+        session.clientVersion = "Seeder \(SeederVersion.string)"
+        session.listenPort = config.listenPort
+        sessionConfiguration = session
+        limits = ConnectionLimits(maxConnections: config.maxConnections, maxPerTorrent: config.maxConnectionsPerTorrent,
+                                  maxPerIP: config.maxConnectionsPerIP, maxHalfOpen: config.maxHalfOpen)
+    }
+
+    /// Listens on the configured addresses. Fails only when no address could be bound.
+    func start() throws(TCPListener.BindError) {
+        var failures: [String] = []
+        for text in [config.bindIPv4, config.bindIPv6] where !text.isEmpty {
+            guard let address = SocketAddress(ip: text, port: UInt16(config.listenPort)) else { continue }
+            do {
+                let listener = try TCPListener(loop: loop, address: address, onAccept: { [unowned self] fd, remote in
+                    self.accept(fd: fd, remote: remote)
+                }, onError: { [unowned self] message in
+                    self.logger.warning("\(message)")
+                })
+                listeners.append(listener)
+                logger.info("listening for peers on \(address) (TCP)")
+            } catch {
+                failures.append(error.description)
+            }
+        }
+        for failure in failures { logger.error("\(failure)") }
+        if listeners.isEmpty {
+            throw TCPListener.BindError(description: failures.first ?? "no address to listen on")
+        }
+        tickTimer = Timer(loop: loop, after: 1_000_000, repeating: true) { [unowned self] in self.tick() }
+    }
+
+    var listeningPort: UInt16 { listeners.first?.boundPort ?? 0 }
+    var connectionCount: Int { connections.count }
+
+    // MARK: Torrents
+
+    func register(_ torrent: Torrent) {
+        guard swarms[torrent.infoHash] == nil else { return }
+        swarms[torrent.infoHash] = Swarm(torrent: torrent, index: nextSwarmIndex, uploadSlots: config.uploadSlots)
+        nextSwarmIndex += 1
+    }
+
+    func unregister(_ infoHash: InfoHash) {
+        swarms.removeValue(forKey: infoHash)?.closeAll(reason: "torrent removed")
+    }
+
+    func swarm(for infoHash: InfoHash) -> Swarm? { swarms[infoHash] }
+
+    /// Peers a tracker returned for a torrent.
+    func addCandidates(_ addresses: [SocketAddress], for infoHash: InfoHash) {
+        swarms[infoHash]?.candidates.add(addresses)
+        dial(now: EventLoop.now())
+    }
+
+    // MARK: Connections
+
+    private func accept(fd: Int32, remote: SocketAddress) {
+        guard !stopping else { Glibc.close(fd); return }
+        if !limits.canAdd(ip: remote.ip) {
+            // At the global cap, a connection still in its handshake makes room: idle
+            // floods cannot lock real peers out.
+            if limits.count(ip: remote.ip) >= limits.maxPerIP || !evictOldestHandshaking() {
+                Glibc.close(fd)
+                return
+            }
+        }
+        let pendingLimit = max(32, config.maxConnections / 4)
+        if connections.values.lazy.filter({ !$0.outgoing && $0.isHandshaking }).count >= pendingLimit {
+            _ = evictOldestHandshaking()
+        }
+        let connection = TCPConnection(loop: loop, acceptedSocket: fd, remote: remote)
+        add(PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: nil, now: EventLoop.now()), dialing: false)
+    }
+
+    private func evictOldestHandshaking() -> Bool {
+        guard let oldest = connections.values.filter({ !$0.outgoing && $0.isHandshaking }).min(by: { $0.openedAt < $1.openedAt }) else {
+            return false
+        }
+        oldest.close("evicted: no handshake while the server is full", peerFault: false)
+        return true
+    }
+
+    private func nextConnectionID() -> Int {
+        nextID += 1
+        return nextID
+    }
+
+    private func add(_ peer: PeerConnection, dialing: Bool) {
+        connections[peer.id] = peer
+        limits.added(ip: peer.remote.ip, dialing: dialing)
+    }
+
+    /// Counts a handshaken peer against its torrent's limit.
+    func attach(_ peer: PeerConnection, to swarm: Swarm) -> Bool {
+        guard limits.hasRoom(torrent: swarm.index) else { return false }
+        limits.attached(torrent: swarm.index)
+        attachedTorrent[peer.id] = swarm.index
+        return true
+    }
+
+    private var attachedTorrent: [Int: Int] = [:]
+
+    func dialSucceeded(_ peer: PeerConnection) {
+        limits.dialFinished()
+        dialingIDs.remove(peer.id)
+    }
+
+    private var dialingIDs = Set<Int>()
+
+    func markSelf(_ address: SocketAddress, swarm: Swarm) {
+        swarm.candidates.markSelf(address)
+    }
+
+    func connectionClosed(_ peer: PeerConnection, reason: String, peerFault: Bool, wasConnecting: Bool) {
+        guard connections.removeValue(forKey: peer.id) != nil else { return }
+        if dialingIDs.remove(peer.id) != nil { limits.dialFinished() }
+        limits.removed(ip: peer.remote.ip, torrent: attachedTorrent.removeValue(forKey: peer.id))
+        if let swarm = peer.swarm {
+            swarm.peerRemoved(peer)
+            if peer.outgoing {
+                let now = EventLoop.now()
+                if wasConnecting || peer.session == nil { swarm.candidates.failed(peer.remote, now: now) } else { swarm.candidates.disconnected(peer.remote, now: now) }
+            }
+        }
+        if peerFault {
+            peerFaults += 1
+            logger.info("disconnected peer \(peer.remote): \(reason)")
+        } else {
+            logger.debug("peer \(peer.remote) closed: \(reason)", metadata: ["uploaded": "\(peer.uploaded)"])
+        }
+    }
+
+    private func dial(now: UInt64) {
+        guard !stopping else { return }
+        for swarm in swarms.values {
+            guard limits.halfOpen < limits.maxHalfOpen else { return }
+            guard swarm.torrent.state == .seeding, limits.hasRoom(torrent: swarm.index) else { continue }
+            let room = min(limits.maxHalfOpen - limits.halfOpen, limits.maxPerTorrent - limits.count(torrent: swarm.index))
+            let connected = Set(connections.values.filter { $0.swarm === swarm }.map(\.remote))
+            let listening = Set(listeners.map { $0.address.port })
+            let ready = swarm.candidates.takeReady(now: now, count: room) { address in
+                connected.contains(address) || !self.limits.canDial(ip: address.ip)
+                    || (listening.contains(address.port) && self.isLocalAddress(address))
+            }
+            for address in ready where limits.canDial(ip: address.ip) {
+                let connection = TCPConnection(loop: loop, connectingTo: address)
+                let peer = PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: swarm, now: now)
+                dialingIDs.insert(peer.id)
+                add(peer, dialing: true)
+            }
+        }
+    }
+
+    /// Our own listening address, which trackers hand back to us.
+    private func isLocalAddress(_ address: SocketAddress) -> Bool {
+        listeners.contains { $0.address == address }
+    }
+
+    // MARK: Blocks
+
+    /// Reads a block on the disk pool into a ready-to-send `piece` message.
+    func readBlock(_ block: BlockRequest, storage: TorrentStorage, pieceLength: Int, for peer: PeerConnection) {
+        let bound = LoopBound(peer, loop: loop)
+        let loop = self.loop
+        pool.submit {
+            var message: [UInt8] = []
+            message.reserveCapacity(13 + block.length)
+            PeerMessage.appendPieceHeader(piece: block.piece, offset: block.offset, length: block.length, into: &message)
+            var failure: StorageError?
+            message.append(contentsOf: repeatElement(0, count: block.length))
+            message.withUnsafeMutableBytes { bytes in
+                do throws(StorageError) {
+                    try storage.read(offset: Int64(block.piece) * Int64(pieceLength) + Int64(block.offset),
+                                     into: UnsafeMutableRawBufferPointer(rebasing: bytes[13...]))
+                } catch {
+                    failure = error
+                }
+            }
+            let result = failure == nil ? message : nil
+            let error = failure
+            loop.post { bound.value.blockRead(block, message: result, error: error) }
+        }
+    }
+
+    func uploaded(_ bytes: Int) {
+        uploadedBytes += Int64(bytes)
+    }
+
+    // MARK: Periodic work
+
+    private func tick() {
+        let now = EventLoop.now()
+        for peer in Array(connections.values) {
+            peer.tick(now: now, handshakeTimeout: Self.handshakeTimeout)
+        }
+        if now - lastRechoke >= Self.rechokeInterval {
+            lastRechoke = now
+            for swarm in swarms.values { swarm.rechoke(now: now) }
+        }
+        dial(now: now)
+    }
+
+    /// Stops accepting and closes every peer.
+    func stop() {
+        stopping = true
+        tickTimer?.cancel()
+        for listener in listeners { listener.close() }
+        listeners.removeAll()
+        for peer in Array(connections.values) { peer.close("shutting down", peerFault: false) }
+    }
+}
