@@ -38,7 +38,7 @@ public enum PeerCloseReason: Equatable, Sendable, CustomStringConvertible {
         case .invalidRequest(let block, let why): return "invalid request (\(block)): \(why)"
         case .bothSeeds: return "both sides are seeds"
         case .timedOut(let why): return "timed out: \(why)"
-        case .requestFlood(let count): return "more than \(count) outstanding requests"
+        case .requestFlood(let count): return "more than \(count) requests past the queue of \(count)"
         }
     }
 
@@ -106,6 +106,7 @@ public struct PeerSession {
     /// Requests being read; true once they were cancelled or rejected while reading.
     private var reading: [BlockRequest: Bool] = [:]
 
+    private var overflowedRequests = 0
     private var lastReceived: UInt64
     private var lastSent: UInt64
 
@@ -230,9 +231,11 @@ public struct PeerSession {
             return peerSupportsFast ? [.send(.rejectRequest(block))] : []
         }
         if queuedCount + reading.count >= configuration.requestQueueLength {
-            // Past reqq: reject the excess; a peer far past it is flooding us.
-            if queuedCount + reading.count >= configuration.requestQueueLength * 2 {
-                return close(.requestFlood(configuration.requestQueueLength * 2))
+            // Past reqq: reject the excess. A client overshoots now and then; one that
+            // keeps at it as many times again as reqq allows is flooding us.
+            overflowedRequests += 1
+            if overflowedRequests > configuration.requestQueueLength {
+                return close(.requestFlood(configuration.requestQueueLength))
             }
             return peerSupportsFast ? [.send(.rejectRequest(block))] : []
         }
