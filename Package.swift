@@ -29,11 +29,12 @@ let package = Package(
         .target(name: "UTP"),
         .target(name: "Throttle"),
         .target(name: "UDPTracker"),
+        .target(name: "Trackers", dependencies: ["BitTorrent"]),
 
         .target(
             name: "Seeder",
             dependencies: [
-                "BitTorrent", "EventLoop", "UTP", "Throttle", "UDPTracker", "CZstd",
+                "BitTorrent", "EventLoop", "UTP", "Throttle", "UDPTracker", "Trackers", "CZstd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]
@@ -52,6 +53,7 @@ let package = Package(
 
         .testTarget(name: "BitTorrentTests", dependencies: ["BitTorrent"]),
         .testTarget(name: "SeederTests", dependencies: ["Seeder", "BitTorrent", "EventLoop"]),
+        .testTarget(name: "TrackersTests", dependencies: ["Trackers", "BitTorrent"]),
     ],
     swiftLanguageModes: [.v6]
 )
