@@ -9,6 +9,9 @@ let package = Package(
         .library(name: "BitTorrent", targets: ["BitTorrent"]),
         .library(name: "Seeder", targets: ["Seeder"]),
         .executable(name: "fuzz-metainfo", targets: ["FuzzMetainfo"]),
+        .executable(name: "fuzz-utp-packet", targets: ["FuzzUTPPacket"]),
+        .executable(name: "fuzz-utp-connection", targets: ["FuzzUTPConnection"]),
+        .executable(name: "fuzz-udp-tracker", targets: ["FuzzUDPTracker"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -28,7 +31,7 @@ let package = Package(
         .target(name: "BitTorrent", dependencies: ["CLibcrypto"]),
         .target(name: "UTP"),
         .target(name: "Throttle"),
-        .target(name: "UDPTracker"),
+        .target(name: "UDPTracker", dependencies: ["Trackers"]),
         .target(name: "Trackers", dependencies: ["BitTorrent"]),
 
         .target(
@@ -50,10 +53,17 @@ let package = Package(
 
         // libFuzzer entries; built only by Fuzz/run with --sanitize=fuzzer.
         .executableTarget(name: "FuzzMetainfo", dependencies: ["BitTorrent"], path: "Fuzz/Metainfo"),
+        .executableTarget(name: "FuzzUTPPacket", dependencies: ["UTP"], path: "Fuzz/UTPPacket"),
+        .executableTarget(name: "FuzzUTPConnection", dependencies: ["UTP"], path: "Fuzz/UTPConnection"),
+        .executableTarget(name: "FuzzUDPTracker", dependencies: ["UDPTracker"], path: "Fuzz/UDPTracker"),
 
         .testTarget(name: "BitTorrentTests", dependencies: ["BitTorrent"]),
         .testTarget(name: "SeederTests", dependencies: ["Seeder", "BitTorrent", "EventLoop"]),
         .testTarget(name: "TrackersTests", dependencies: ["Trackers", "BitTorrent"]),
+        .testTarget(name: "UTPTests", dependencies: ["UTP"]),
+        .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
+        .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
+        .testTarget(name: "UDPTrackerTests", dependencies: ["UDPTracker"]),
     ],
     swiftLanguageModes: [.v6]
 )
