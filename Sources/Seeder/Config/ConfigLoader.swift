@@ -65,6 +65,15 @@ public enum ConfigLoader {
             try limits.rejectUnknownKeys()
         }
 
+        if var trackers = try top.table("trackers") {
+            if let value = try trackers.integer("announce_timeout", in: 1...600) { config.announceTimeout = value }
+            if let value = try trackers.integer("stop_timeout", in: 0...300) { config.stopTimeout = value }
+            if let value = try trackers.integer("max_concurrent_announces", in: 1...1000) { config.maxConcurrentAnnounces = value }
+            if let value = try trackers.integer("announce_jitter", in: 0...3600) { config.announceJitter = value }
+            if let value = try trackers.integer("numwant", in: 0...1000) { config.numWant = value }
+            try trackers.rejectUnknownKeys()
+        }
+
         if var log = try top.table("log") {
             if let level = try log.string("level") {
                 guard let parsed = Logger.Level(rawValue: level.lowercased()) else {

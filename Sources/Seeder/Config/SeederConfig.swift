@@ -42,6 +42,18 @@ public struct SeederConfig: Equatable, Sendable {
     /// Peers unchoked at once per torrent, rotated; 0 unchokes every interested peer.
     public var uploadSlots = 0
 
+    // [trackers]
+    /// Seconds an announce may take before it counts as failed.
+    public var announceTimeout = 30
+    /// Seconds shutdown waits for `stopped` announces, for all torrents together.
+    public var stopTimeout = 5
+    /// Announces in flight at once, across all torrents.
+    public var maxConcurrentAnnounces = 8
+    /// Seconds over which the first announces of torrents loaded together are spread.
+    public var announceJitter = 5
+    /// Peers asked for in each announce.
+    public var numWant = 200
+
     // [log]
     public var logLevel: Logger.Level = .info
 

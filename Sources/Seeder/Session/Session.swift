@@ -19,6 +19,7 @@ public final class Session {
     private var signals: [SignalWatcher] = []
     private var stopping = false
     private var peers: PeerServer?
+    private var trackers: TrackerService?
     public let peerID = PeerID.generate()
 
     /// Called on the loop once every queued torrent has been checked.
@@ -82,7 +83,20 @@ public final class Session {
             throw SessionError(description: error.description)
         }
         peers = server
-        for torrent in torrents.values where torrent.state == .seeding { server.register(torrent) }
+        let trackers = TrackerService(loop: loop, logger: logger, settings: TrackerService.Settings(
+            announceTimeout: Int32(config.announceTimeout),
+            stopDeadline: UInt64(config.stopTimeout) * 1_000_000,
+            numWant: config.numWant,
+            scheduler: .init(maxConcurrent: config.maxConcurrentAnnounces, firstAnnounceJitter: UInt64(config.announceJitter) * 1_000_000)
+        ), peerID: peerID)
+        trackers.port = server.listeningPort
+        trackers.stats = { [unowned server] torrent in
+            TrackerService.TorrentStats(uploaded: server.swarm(for: torrent.infoHash)?.uploadedBytes ?? 0, downloaded: 0,
+                                        left: torrent.metainfo.totalLength - torrent.bytesHave)
+        }
+        trackers.peersFound = { [unowned server] infoHash, addresses in server.addCandidates(addresses, for: infoHash) }
+        self.trackers = trackers
+        for torrent in torrents.values where torrent.state == .seeding { serve(torrent) }
         for number in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: number) { [unowned self] in
                 self.logger.info("received \(number == SIGINT ? "SIGINT" : "SIGTERM"), stopping")
@@ -98,12 +112,20 @@ public final class Session {
         }
     }
 
+    /// Stops accepting peers, closes them, and sends `stopped` to the trackers (within
+    /// the configured deadline) before the loop ends.
     public func stop() {
         guard !stopping else { return }
         stopping = true
         progressTimer?.cancel()
         peers?.stop()
-        loop.stop()
+        guard let trackers else { return loop.stop() }
+        trackers.stop { [loop] in loop.stop() }
+    }
+
+    private func serve(_ torrent: Torrent) {
+        peers?.register(torrent)
+        trackers?.add(torrent)
     }
 
     /// Ends the disk threads after their current jobs. Call after the loop has returned.
@@ -149,7 +171,7 @@ public final class Session {
             logger.warning("\(torrent.name): \(result.corrupt) pieces do not match their hash", metadata: ["info_hash": "\(torrent.infoHash)"])
         }
         torrent.state = .seeding
-        peers?.register(torrent)
+        serve(torrent)
         let held = result.have.setCount
         let total = result.have.count
         let share = total == 0 ? 100 : held * 100 / total

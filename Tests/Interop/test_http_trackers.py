@@ -1,0 +1,163 @@
+"""HTTP(S) trackers (BEP 3, 12, 23): the seeder announces to opentracker, a libtorrent
+client that knows only the tracker finds it and downloads, and shutdown's `stopped`
+takes it off the tracker. Broken trackers are logged, retried with backoff, never fatal."""
+
+import filecmp
+import re
+import time
+from pathlib import Path
+
+import libtorrent as lt
+import pytest
+
+from conftest import KiB, MiB, bencode, free_port, seeding_line, write_config, write_tree
+from trackers import OpenTracker, ScriptedTracker
+
+
+def create(seeder, source: Path, output: Path, *announce: str, piece_size=256 * KiB) -> Path:
+    args = ["create", source, "--piece-size", piece_size, "-o", output]
+    for url in announce:
+        args += ["-a", url]
+    seeder.checked(*args)
+    return output
+
+
+def libtorrent_client(ip: str) -> lt.session:
+    """A libtorrent session on its own loopback address (libtorrent keys peers by IP, and
+    the tracker hands out addresses), with DHT and local discovery off."""
+    return lt.session({
+        "listen_interfaces": f"{ip}:0",
+        "outgoing_interfaces": ip,
+        "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
+        "recv_socket_buffer_size": 4 * MiB, "send_socket_buffer_size": 4 * MiB,
+        "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.tracker_notification,
+    })
+
+
+def wait_until_seeding(handles, timeout: float):
+    deadline = time.monotonic() + timeout
+    while not all(handle.status().is_seeding for handle in handles):
+        if time.monotonic() > deadline:
+            states = [(h.status().name, h.status().progress, h.status().num_peers, h.status().current_tracker)
+                      for h in handles]
+            pytest.fail(f"downloads did not finish within {timeout} s: {states}")
+        time.sleep(0.1)
+
+
+def same_tree(left: Path, right: Path) -> bool:
+    if left.is_file():
+        return right.is_file() and filecmp.cmp(left, right, shallow=False)
+    for path in left.rglob("*"):
+        other = right / path.relative_to(left)
+        if path.is_file() and not (other.is_file() and filecmp.cmp(path, other, shallow=False)):
+            return False
+    return True
+
+
+def test_libtorrent_finds_seeder_through_opentracker_and_stopped_removes_it(seeder, start_seeder, tmp_path):
+    data = write_tree(tmp_path / "data", {
+        "big.iso": 64 * MiB,
+        "tree/a/b/c.bin": 3 * MiB + 123,
+        "tree/a/x.bin": 777,
+        "tree/empty": 0,
+        "tree/z.bin": 1 * MiB,
+    })
+    tracker_port = free_port()
+    url = f"http://127.0.0.1:{tracker_port}/announce"
+    big = create(seeder, data / "big.iso", tmp_path / "big.torrent", url, piece_size=1 * MiB)
+    tree = create(seeder, data / "tree", tmp_path / "tree.torrent", url, piece_size=64 * KiB)
+    hashes = {name: seeder.info_hash(path) for name, path in (("big.iso", big), ("tree", tree))}
+    tracker = OpenTracker(tmp_path / "opentracker", hashes.values(), port=tracker_port)
+    session = None
+    try:
+        port = free_port()
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv", port=port,
+                              settings={"trackers": {"announce_jitter": "0"}})
+        server = start_seeder("--config", config, "--data", data, big, tree)
+        for name in hashes:
+            server.wait_for(seeding_line(name), timeout=30)
+            server.wait_for(rf"announced {re.escape(name)} to {re.escape(url)}.*event=started", timeout=15)
+        for info_hash in hashes.values():
+            assert ("127.0.0.1", port) in tracker.peers(info_hash)
+
+        session = libtorrent_client("127.0.0.11")
+        downloads = tmp_path / "client"
+        handles = [session.add_torrent({"ti": lt.torrent_info(str(path)), "save_path": str(downloads)})
+                   for path in (big, tree)]
+        wait_until_seeding(handles, timeout=180)
+        assert same_tree(data / "big.iso", downloads / "big.iso")
+        assert same_tree(data / "tree", downloads / "tree")
+        assert (downloads / "tree" / "empty").is_file()
+
+        assert server.stop() == 0
+        log = server.log()
+        for name in hashes:
+            assert re.search(rf"announced {re.escape(name)} to {re.escape(url)}.*event=stopped", log), log
+        for info_hash in hashes.values():
+            assert ("127.0.0.1", port) not in tracker.peers(info_hash)
+    finally:
+        if session is not None:
+            del session
+        tracker.stop()
+
+
+def test_broken_trackers_are_logged_and_retried_with_backoff(seeder, start_seeder, tmp_path):
+    scripted = ScriptedTracker({
+        "/500/announce": (500, b"Internal Server Error"),
+        "/garbage/announce": (200, b"<html><body>hello</body></html>"),
+        "/refuse/announce": (200, bencode({"failure reason": "torrent not registered here"})),
+    })
+    dead = f"http://127.0.0.1:{free_port()}/announce"
+    cases = {
+        "down": (dead, r"failed: "),
+        "http500": (scripted.url("/500/announce"), r"failed: tracker answered HTTP 500"),
+        "garbage": (scripted.url("/garbage/announce"), r"failed: invalid tracker response: it is not bencode"),
+        "refuse": (scripted.url("/refuse/announce"), r"failed: tracker refused the announce: torrent not registered here"),
+    }
+    try:
+        data = tmp_path / "data"
+        torrents = []
+        for index, (name, (url, _)) in enumerate(cases.items()):
+            write_tree(data, {f"{name}.bin": 40 * KiB + index}, seed=index)
+            torrents.append(create(seeder, data / f"{name}.bin", tmp_path / f"{name}.torrent", url, piece_size=16 * KiB))
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                              settings={"trackers": {"announce_jitter": "0", "announce_timeout": "5"}})
+        server = start_seeder("--config", config, "--data", data, *torrents)
+        for name, (url, message) in cases.items():
+            line = server.wait_for(rf"announce of {name}\.bin to {re.escape(url)} {message}.*", timeout=15).group(0)
+            retry = re.search(r"retry_in=(\d+)s", line)
+            assert retry and 10 <= int(retry.group(1)) <= 15, line
+        # Each scripted tracker is asked again after the backoff (15 s less up to a quarter), not before.
+        deadline = time.monotonic() + 25
+        paths = ["/500/announce", "/garbage/announce", "/refuse/announce"]
+        while any(len(scripted.times(path)) < 2 for path in paths):
+            assert time.monotonic() < deadline, scripted.requests
+            server.assert_running()
+            time.sleep(0.2)
+        for path in paths:
+            first, second = scripted.times(path)[:2]
+            assert 11 <= second - first <= 16, (path, second - first)
+        server.assert_running()
+        assert server.stop() == 0
+        # No tracker accepted a `started`, so there is nobody to send `stopped` to.
+        assert "event=stopped" not in server.log()
+    finally:
+        scripted.stop()
+
+
+def test_failed_tracker_fails_over_within_its_tier(seeder, start_seeder, tmp_path):
+    data = write_tree(tmp_path / "data", {"tiered.bin": 100 * KiB})
+    tracker_port = free_port()
+    good = f"http://127.0.0.1:{tracker_port}/announce"
+    dead = f"http://127.0.0.1:{free_port()}/announce"
+    torrent = create(seeder, data / "tiered.bin", tmp_path / "tiered.torrent", f"{dead},{good}", piece_size=16 * KiB)
+    tracker = OpenTracker(tmp_path / "opentracker", [seeder.info_hash(torrent)], port=tracker_port)
+    try:
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                              settings={"trackers": {"announce_jitter": "0"}})
+        server = start_seeder("--config", config, "--data", data, torrent)
+        server.wait_for(rf"announced tiered\.bin to {re.escape(good)}.*event=started", timeout=15)
+        assert server.stop() == 0
+        assert re.search(rf"announced tiered\.bin to {re.escape(good)}.*event=stopped", server.log())
+    finally:
+        tracker.stop()
