@@ -351,8 +351,9 @@ class SeederServer:
 
 @pytest.fixture
 def start_seeder(seeder_bin, tmp_path):
-    """start_seeder(*args, prefix=[]) starts `seeder run ARGS` with HOME in tmp_path
-    (optionally behind a wrapper such as unshare that execs it, keeping the PID); every
+    """start_seeder(*args, prefix=[], extra_env={}) starts `seeder run ARGS` with HOME in
+    tmp_path (optionally behind a wrapper such as unshare that execs it, keeping the PID,
+    and with more environment variables); every
     server still running at the end of the test is terminated by its PID and reaped."""
     servers = []
     home = tmp_path / "home"
@@ -360,9 +361,9 @@ def start_seeder(seeder_bin, tmp_path):
     env = {key: value for key, value in os.environ.items() if key != "XDG_DATA_HOME"}
     env["HOME"] = str(home)
 
-    def start(*args, prefix=()):
+    def start(*args, prefix=(), extra_env=None):
         log_path = tmp_path / f"seeder-run-{len(servers)}.log"
-        server = SeederServer([*prefix, seeder_bin, "run", *map(str, args)], log_path, env)
+        server = SeederServer([*prefix, seeder_bin, "run", *map(str, args)], log_path, {**env, **(extra_env or {})})
         servers.append(server)
         return server
 

@@ -161,3 +161,58 @@ def test_failed_tracker_fails_over_within_its_tier(seeder, start_seeder, tmp_pat
         assert re.search(rf"announced tiered\.bin to {re.escape(good)}.*event=stopped", server.log())
     finally:
         tracker.stop()
+
+
+def test_stopped_announces_do_not_hold_shutdown_past_the_deadline(seeder, start_seeder, tmp_path):
+    def slow_on_stop(query):
+        if query.get("event") == ["stopped"]:
+            time.sleep(20)
+        return 200, bencode({"interval": 1800, "peers": b""})
+
+    scripted = ScriptedTracker({"/slow/announce": slow_on_stop})
+    try:
+        data = write_tree(tmp_path / "data", {"slow.bin": 20 * KiB})
+        torrent = create(seeder, data / "slow.bin", tmp_path / "slow.torrent", scripted.url("/slow/announce"),
+                         piece_size=16 * KiB)
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                              settings={"trackers": {"announce_jitter": "0", "stop_timeout": "2"}})
+        server = start_seeder("--config", config, "--data", data, torrent)
+        server.wait_for(r"announced slow\.bin to .*event=started", timeout=15)
+        began = time.monotonic()
+        assert server.stop(timeout=10) == 0
+        assert 1.5 <= time.monotonic() - began <= 4
+        assert "gave up on 1 `stopped` announces after 2 s" in server.log()
+        assert scripted.times("/slow/announce")[-1] >= began  # the `stopped` was sent
+    finally:
+        scripted.stop()
+
+
+@pytest.mark.parametrize("trusted", [True, False], ids=["trusted-ca", "unknown-ca"])
+def test_https_tracker_certificate_is_checked(seeder, start_seeder, tmp_path, trusted):
+    import ssl
+    from trackers import make_certificate_authority
+
+    ca, cert, key = make_certificate_authority(tmp_path / "tls", "tracker")
+    other_ca, _, _ = make_certificate_authority(tmp_path / "tls", "other")
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert, key)
+    scripted = ScriptedTracker({"/announce": (200, bencode({"interval": 1800, "peers": b""}))}, tls=tls)
+    try:
+        data = write_tree(tmp_path / "data", {"secure.bin": 20 * KiB})
+        url = scripted.url("/announce")
+        assert url.startswith("https://")
+        torrent = create(seeder, data / "secure.bin", tmp_path / "secure.torrent", url, piece_size=16 * KiB)
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                              settings={"trackers": {"announce_jitter": "0"}})
+        # OpenSSL's default verify paths honour SSL_CERT_FILE: the system store, swapped for a test CA.
+        server = start_seeder("--config", config, "--data", data, torrent,
+                              extra_env={"SSL_CERT_FILE": str(ca if trusted else other_ca)})
+        if trusted:
+            server.wait_for(rf"announced secure\.bin to {re.escape(url)}.*event=started", timeout=15)
+            assert scripted.times("/announce")
+        else:
+            server.wait_for(rf"announce of secure\.bin to {re.escape(url)} failed: TLS: .*certificate verify failed", timeout=15)
+            assert not scripted.times("/announce")
+        assert server.stop() == 0
+    finally:
+        scripted.stop()

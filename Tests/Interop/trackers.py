@@ -81,9 +81,11 @@ class OpenTracker:
 
 class ScriptedTracker:
     """An HTTP server on loopback whose answer per path is scripted: each request is
-    recorded (path, query, monotonic time) and answered with (status, body)."""
+    recorded (path, query, monotonic time) and answered with (status, body), or with
+    what a callable given the query returns. With `tls` (an ssl.SSLContext) it speaks
+    HTTPS."""
 
-    def __init__(self, answers: dict):
+    def __init__(self, answers: dict, tls=None):
         self.answers = answers
         self.requests = []
         outer = self
@@ -92,7 +94,8 @@ class ScriptedTracker:
             def do_GET(self):
                 path, _, query = self.path.partition("?")
                 outer.requests.append((path, urllib.parse.parse_qs(query), time.monotonic()))
-                status, body = outer.answers.get(path, (404, b"no such tracker"))
+                answer = outer.answers.get(path, (404, b"no such tracker"))
+                status, body = answer(urllib.parse.parse_qs(query)) if callable(answer) else answer
                 self.send_response(status)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
@@ -102,12 +105,16 @@ class ScriptedTracker:
                 pass
 
         self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        if tls is not None:
+            self.server.socket = tls.wrap_socket(self.server.socket, server_side=True)
+        self.scheme = "https" if tls is not None else "http"
         self.port = self.server.server_address[1]
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def times(self, path: str) -> list:
         return [when for requested, _, when in self.requests if requested == path]
@@ -115,3 +122,23 @@ class ScriptedTracker:
     def stop(self):
         self.server.shutdown()
         self.server.server_close()
+
+
+def make_certificate_authority(directory: Path, name: str):
+    """A CA certificate and a server certificate it signed for 127.0.0.1 and localhost,
+    made with the openssl command. Returns (ca.pem, server.pem, server.key)."""
+    directory.mkdir(parents=True, exist_ok=True)
+    ca_key, ca_cert = directory / f"{name}-ca.key", directory / f"{name}-ca.pem"
+    key, request, cert = directory / f"{name}.key", directory / f"{name}.csr", directory / f"{name}.pem"
+    extensions = directory / f"{name}.ext"
+    extensions.write_text("subjectAltName = IP:127.0.0.1, DNS:localhost\n")
+
+    def openssl(*args):
+        subprocess.run(["openssl", *map(str, args)], check=True, capture_output=True, timeout=60)
+
+    openssl("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", ca_key, "-out", ca_cert,
+            "-days", "2", "-subj", f"/CN={name} test CA")
+    openssl("req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", request, "-subj", "/CN=127.0.0.1")
+    openssl("x509", "-req", "-in", request, "-CA", ca_cert, "-CAkey", ca_key, "-CAcreateserial",
+            "-out", cert, "-days", "2", "-extfile", extensions)
+    return ca_cert, cert, key
