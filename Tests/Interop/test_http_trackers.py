@@ -216,3 +216,34 @@ def test_https_tracker_certificate_is_checked(seeder, start_seeder, tmp_path, tr
         assert server.stop() == 0
     finally:
         scripted.stop()
+
+
+def test_seeder_dials_a_leecher_it_learns_from_the_tracker(seeder, start_seeder, tmp_path):
+    """The leecher announces first and then never hears of the seeder (its next announce
+    is half an hour away): only the seeder's outgoing connection can serve it."""
+    data = write_tree(tmp_path / "data", {"dialed.bin": 3 * MiB})
+    tracker_port = free_port()
+    url = f"http://127.0.0.1:{tracker_port}/announce"
+    torrent = create(seeder, data / "dialed.bin", tmp_path / "dialed.torrent", url, piece_size=256 * KiB)
+    tracker = OpenTracker(tmp_path / "opentracker", [seeder.info_hash(torrent)], port=tracker_port)
+    session = None
+    try:
+        session = libtorrent_client("127.0.0.12")
+        downloads = tmp_path / "client"
+        handle = session.add_torrent({"ti": lt.torrent_info(str(torrent)), "save_path": str(downloads)})
+        deadline = time.monotonic() + 15
+        while not any(ip == "127.0.0.12" for ip, _ in tracker.peers(seeder.info_hash(torrent))):
+            assert time.monotonic() < deadline, "the leecher never announced"
+            time.sleep(0.1)
+
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                              settings={"trackers": {"announce_jitter": "0"}, "log": {"level": '"debug"'}})
+        server = start_seeder("--config", config, "--data", data, torrent)
+        wait_until_seeding([handle], timeout=60)
+        assert same_tree(data / "dialed.bin", downloads / "dialed.bin")
+        assert re.search(r"peer connected .*direction=out.*peer=127\.0\.0\.12:", server.log()), server.log()
+        assert server.stop() == 0
+    finally:
+        if session is not None:
+            del session
+        tracker.stop()
