@@ -37,7 +37,7 @@ let package = Package(
         .target(
             name: "Seeder",
             dependencies: [
-                "BitTorrent", "EventLoop", "UTP", "Throttle", "UDPTracker", "Trackers", "CZstd",
+                "BitTorrent", "EventLoop", "Trackers", "CZstd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]

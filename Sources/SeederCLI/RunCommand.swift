@@ -32,6 +32,9 @@ struct RunCommand: ParsableCommand {
     @Option(name: .customLong("log-level"), help: "trace, debug, info, notice, warning, error or critical.")
     var logLevel: String?
 
+    @Option(name: .long, help: "Torrents directory to watch: .torrent files that appear there are seeded, removed ones stopped.")
+    var watch: String?
+
     @Argument(help: "Torrent files to seed.")
     var torrents: [String] = []
 
@@ -43,36 +46,42 @@ struct RunCommand: ParsableCommand {
     }
 
     func run() throws {
-        var settings: SeederConfig
+        let settings: SeederConfig
         let origin: String
-        if let config {
-            do {
-                settings = try ConfigLoader.load(path: config)
-            } catch {
-                printError("seeder: \(error)")
-                throw ExitCode(2)
-            }
-            origin = config
-        } else {
-            settings = SeederConfig()
-            origin = "embedded default config"
+        do {
+            settings = try loadSettings()
+        } catch {
+            printError("seeder: \(error)")
+            throw ExitCode(2)
         }
+        origin = config ?? "embedded default config"
+
+        let level = LogLevelSwitch(settings.logLevel)
+        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
+        let logger = Logger(label: "seeder")
+        let reload: (() throws(ConfigError) -> SeederConfig)? = config == nil ? nil : { () throws(ConfigError) in try self.loadSettings() }
+        try Server.run(config: settings, origin: origin, commandLineTorrents: torrents, commandLineData: data,
+                       logger: logger, logLevel: level, reload: reload)
+    }
+
+    /// The config file (or the embedded defaults) with the flags on top; SIGHUP calls it
+    /// again, so the flags keep winning after a reload.
+    private func loadSettings() throws(ConfigError) -> SeederConfig {
+        var settings = try config.map { path throws(ConfigError) in try ConfigLoader.load(path: path) } ?? SeederConfig()
         if let port { settings.listenPort = port }
         if let data { settings.dataDirectory = data }
+        if let watch { settings.torrentsDirectory = watch }
         if let uploadLimit { settings.uploadLimit = uploadLimit.bytesPerSecond }
         if let downloadLimit { settings.downloadLimit = downloadLimit.bytesPerSecond }
         if let logLevel { settings.logLevel = Logger.Level(rawValue: logLevel.lowercased())! }
-
-        let level = settings.logLevel
-        LoggingSystem.bootstrap { label in LineLogHandler(label: label, level: level) }
-        let logger = Logger(label: "seeder")
-        try Server.run(config: settings, origin: origin, commandLineTorrents: torrents, commandLineData: data, logger: logger)
+        return settings
     }
 }
 
 /// Owns the loop for the lifetime of `seeder run`.
 enum Server {
-    static func run(config: SeederConfig, origin: String, commandLineTorrents: [String], commandLineData: String?, logger: Logger) throws {
+    static func run(config: SeederConfig, origin: String, commandLineTorrents: [String], commandLineData: String?, logger: Logger,
+                    logLevel: LogLevelSwitch, reload: (() throws(ConfigError) -> SeederConfig)?) throws {
         logger.info("seeder \(SeederVersion.string) starting", metadata: [
             "config": "\(origin)", "port": "\(config.listenPort)", "data_dir": "\(config.dataDirectory)",
             "torrents_dir": "\(config.torrentsDirectory)",
@@ -91,10 +100,10 @@ enum Server {
             ])
         }
         let loop = EventLoop()
-        let session = Session(config: config, loop: loop, logger: logger)
-        let (sources, problems) = TorrentSource.all(config: config, commandLine: commandLineTorrents, commandLineData: commandLineData)
-        for problem in problems { logger.error("\(problem)") }
-        session.add(sources: sources)
+        let session = Session(config: config, loop: loop, logger: logger, commandLineTorrents: commandLineTorrents, commandLineData: commandLineData)
+        session.logLevel = logLevel
+        session.reloadConfig = reload
+        session.loadTorrents()
         do {
             try session.start()
         } catch {

@@ -35,7 +35,9 @@ public struct AnnounceScheduler<ID: Hashable & Sendable>: Sendable {
         var sequence: UInt64
     }
 
-    public let configuration: Configuration
+    /// Changeable while running (a config reload): a lower cap lets the announces in
+    /// flight finish and starts no new ones until under it.
+    public var configuration: Configuration
     private var waiting: [ID: Entry] = [:]
     public private(set) var running: Set<ID> = []
     /// Torrents that already had their first announce queued (and its jitter).

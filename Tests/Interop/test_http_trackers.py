@@ -22,16 +22,23 @@ def create(seeder, source: Path, output: Path, *announce: str, piece_size=256 * 
     return output
 
 
-def libtorrent_client(ip: str) -> lt.session:
+def libtorrent_client(ip: str, download_limit: int = 0) -> lt.session:
     """A libtorrent session on its own loopback address (libtorrent keys peers by IP, and
-    the tracker hands out addresses), with DHT and local discovery off."""
-    return lt.session({
+    the tracker hands out addresses), with DHT and local discovery off. A download limit
+    needs every address mapped to the global peer class: libtorrent exempts loopback."""
+    session = lt.session({
         "listen_interfaces": f"{ip}:0",
         "outgoing_interfaces": ip,
         "enable_dht": False, "enable_lsd": False, "enable_upnp": False, "enable_natpmp": False,
         "recv_socket_buffer_size": 4 * MiB, "send_socket_buffer_size": 4 * MiB,
+        "download_rate_limit": download_limit,
         "alert_mask": lt.alert.category_t.error_notification | lt.alert.category_t.tracker_notification,
     })
+    if download_limit:
+        everyone = lt.ip_filter()
+        everyone.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        session.set_peer_class_filter(everyone)
+    return session
 
 
 def wait_until_seeding(handles, timeout: float):

@@ -1,16 +1,39 @@
 import Glibc
 import Logging
+import Synchronization
+
+/// The process's log level, shared by every logger so that a config reload (SIGHUP)
+/// changes it everywhere at once.
+public final class LogLevelSwitch: Sendable {
+    private let raw: Atomic<Int>
+
+    public init(_ level: Logger.Level) {
+        raw = Atomic(Self.levels.firstIndex(of: level)!)
+    }
+
+    public var level: Logger.Level {
+        get { Self.levels[raw.load(ordering: .relaxed)] }
+        set { raw.store(Self.levels.firstIndex(of: newValue)!, ordering: .relaxed) }
+    }
+
+    private static let levels = Logger.Level.allCases
+}
 
 /// One line per event on standard error: time, level, label, message, then metadata as
 /// key=value, so that both people and grep can read it (journald keeps it as is).
 public struct LineLogHandler: LogHandler {
-    public var logLevel: Logger.Level
     public var metadata: Logger.Metadata = [:]
     private let label: String
+    private let level: LogLevelSwitch
 
-    public init(label: String, level: Logger.Level) {
+    public init(label: String, level: LogLevelSwitch) {
         self.label = label
-        logLevel = level
+        self.level = level
+    }
+
+    public var logLevel: Logger.Level {
+        get { level.level }
+        set { level.level = newValue }
     }
 
     public subscript(metadataKey key: String) -> Logger.Metadata.Value? {

@@ -239,6 +239,16 @@ final class PeerServer {
         dial(now: now)
     }
 
+    /// A reloaded config's connection limits and upload slots; connections over a
+    /// lowered limit are not cut, new ones wait until the count is under it.
+    func apply(limits new: SeederConfig) {
+        limits.maxConnections = new.maxConnections
+        limits.maxPerTorrent = new.maxConnectionsPerTorrent
+        limits.maxPerIP = new.maxConnectionsPerIP
+        limits.maxHalfOpen = new.maxHalfOpen
+        for swarm in swarms.values { swarm.setUploadSlots(new.uploadSlots) }
+    }
+
     /// Stops accepting and closes every peer.
     func stop() {
         stopping = true

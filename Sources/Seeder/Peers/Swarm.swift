@@ -51,6 +51,12 @@ final class Swarm {
         }
     }
 
+    func setUploadSlots(_ slots: Int) {
+        guard choker.slots != slots else { return }
+        choker.slots = slots
+        rechoke(now: EventLoop.now())
+    }
+
     func closeAll(reason: String) {
         for peer in Array(peers.values) { peer.close(reason, peerFault: false) }
     }

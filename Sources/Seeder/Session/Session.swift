@@ -3,11 +3,12 @@ import EventLoop
 import Glibc
 import Logging
 import Synchronization
+import Trackers
 
 /// The running server: loads torrents, checks their data on the disk pool one torrent
 /// at a time (each check uses every disk thread), and serves them. Loop-owned.
 public final class Session {
-    public let config: SeederConfig
+    public private(set) var config: SeederConfig
     private let loop: EventLoop
     private let pool: DiskPool
     private let cache: FileHandleCache
@@ -21,16 +22,35 @@ public final class Session {
     private var peers: PeerServer?
     private var trackers: TrackerService?
     public let peerID = PeerID.generate()
+    /// Which torrent each loaded .torrent file holds, so that a file that leaves the
+    /// watch folder or the config stops the right torrent.
+    private var loadedFrom: [String: InfoHash] = [:]
+    private var watcher: DirectoryWatcher?
+    private let commandLine: (torrents: [String], data: String?)
 
     /// Called on the loop once every queued torrent has been checked.
     public var onAllChecked: (() -> Void)?
+    /// Reads the config again for SIGHUP (the file, with the command-line flags applied
+    /// on top); nil when there is nothing to re-read.
+    public var reloadConfig: (() throws(ConfigError) -> SeederConfig)?
+    /// The shared log level, changed by a reload.
+    public var logLevel: LogLevelSwitch?
 
-    public init(config: SeederConfig, loop: EventLoop, logger: Logger) {
+    public init(config: SeederConfig, loop: EventLoop, logger: Logger, commandLineTorrents: [String] = [], commandLineData: String? = nil) {
         self.config = config
         self.loop = loop
         self.logger = logger
+        commandLine = (commandLineTorrents, commandLineData)
         pool = DiskPool(threads: config.diskThreads)
         cache = FileHandleCache(capacity: config.maxOpenFiles)
+    }
+
+    /// Loads the torrents the config, the torrents directory and the command line name;
+    /// a bad torrent file is logged and skipped.
+    public func loadTorrents() {
+        let (sources, problems) = TorrentSource.all(config: config, commandLine: commandLine.torrents, commandLineData: commandLine.data)
+        for problem in problems { logger.error("\(problem)") }
+        add(sources: sources)
     }
 
     /// Parses and queues the torrents; a bad torrent file is logged and skipped.
@@ -59,12 +79,19 @@ public final class Session {
             logger.warning("torrent \(metainfo.name): \(warning)", metadata: ["file": "\(source.file)"])
         }
         if let existing = torrents[metainfo.infoHash] {
+            // The same file written again (an editor's save, a second copy into the
+            // watch folder): nothing changed.
+            if existing.sourceFile == source.file { return existing }
             logger.warning("torrent \(metainfo.name) is already loaded from \(existing.sourceFile); ignoring the copy",
                            metadata: ["file": "\(source.file)", "info_hash": "\(metainfo.infoHash)"])
             return nil
         }
+        if let previous = loadedFrom[source.file] {
+            remove(previous, reason: "\(source.file) now holds another torrent")
+        }
         let torrent = Torrent(metainfo: metainfo, sourceFile: source.file, dataDirectory: source.dataDirectory, cache: cache)
         torrents[metainfo.infoHash] = torrent
+        loadedFrom[source.file] = metainfo.infoHash
         checkQueue.append(torrent)
         logger.info("loaded \(metainfo.name)", metadata: [
             "info_hash": "\(metainfo.infoHash)", "size": "\(ByteUnits.format(metainfo.totalLength))",
@@ -87,7 +114,7 @@ public final class Session {
             announceTimeout: Int32(config.announceTimeout),
             stopDeadline: UInt64(config.stopTimeout) * 1_000_000,
             numWant: config.numWant,
-            scheduler: .init(maxConcurrent: config.maxConcurrentAnnounces, firstAnnounceJitter: UInt64(config.announceJitter) * 1_000_000)
+            scheduler: Self.schedulerConfiguration(config)
         ), peerID: peerID)
         trackers.port = server.listeningPort
         trackers.stats = { [unowned server] torrent in
@@ -104,8 +131,10 @@ public final class Session {
             })
         }
         signals.append(SignalWatcher(loop: loop, signal: SIGHUP) { [unowned self] in
-            self.logger.warning("received SIGHUP: live reload is not implemented in this version; restart to apply config changes")
+            self.logger.info("received SIGHUP, reloading the config")
+            self.reload()
         })
+        startWatching()
         progressTimer = Timer(loop: loop, after: 5_000_000, repeating: true) { [unowned self] in self.logCheckProgress() }
         if torrents.isEmpty {
             logger.notice("no torrents loaded; put .torrent files in \(config.torrentsDirectory) or name them on the command line")
@@ -117,6 +146,7 @@ public final class Session {
     public func stop() {
         guard !stopping else { return }
         stopping = true
+        watcher = nil
         progressTimer?.cancel()
         peers?.stop()
         guard let trackers else { return loop.stop() }
@@ -132,6 +162,127 @@ public final class Session {
     public func shutdown() {
         pool.shutdown()
         signals.removeAll()
+    }
+
+    /// Stops serving a torrent: its peers are closed and its trackers told `stopped`.
+    public func remove(_ infoHash: InfoHash, reason: String) {
+        guard let torrent = torrents.removeValue(forKey: infoHash) else { return }
+        checkQueue.removeAll { $0 === torrent }
+        if loadedFrom[torrent.sourceFile] == infoHash { loadedFrom[torrent.sourceFile] = nil }
+        peers?.unregister(infoHash)
+        trackers?.remove(infoHash)
+        torrent.state = .stopped
+        logger.info("stopped seeding \(torrent.name): \(reason)", metadata: ["info_hash": "\(infoHash)"])
+    }
+
+    // MARK: Reload and the watch folder
+
+    /// SIGHUP: reads the config again and applies what can change while running (the
+    /// torrents, limits, tracker settings, the log level, the watch folder). A config
+    /// that does not load is refused and the running one stays.
+    public func reload() {
+        guard !stopping else { return }
+        guard let reloadConfig else {
+            logger.notice("no config file to reload (running on the embedded default config); rescanning \(config.torrentsDirectory)")
+            return syncSources()
+        }
+        let new: SeederConfig
+        do {
+            new = try reloadConfig()
+        } catch {
+            logger.error("reload refused, still running the previous config: \(error)")
+            return
+        }
+        apply(new)
+    }
+
+    private func apply(_ new: SeederConfig) {
+        let old = config
+        config = new
+        let restartOnly: [(String, Bool)] = [
+            ("network.listen_port", old.listenPort != new.listenPort),
+            ("network.bind_ipv4", old.bindIPv4 != new.bindIPv4),
+            ("network.bind_ipv6", old.bindIPv6 != new.bindIPv6),
+            ("storage.state_dir", old.stateDirectory != new.stateDirectory),
+            ("storage.disk_threads", old.diskThreads != new.diskThreads),
+            ("storage.max_open_files", old.maxOpenFiles != new.maxOpenFiles),
+        ]
+        let pending = restartOnly.filter(\.1).map(\.0)
+        if !pending.isEmpty {
+            logger.warning("changed keys take effect at the next restart: \(pending.joined(separator: ", "))")
+        }
+        logLevel?.level = new.logLevel
+        trackers?.update(announceTimeout: Int32(new.announceTimeout), stopDeadline: UInt64(new.stopTimeout) * 1_000_000,
+                         numWant: new.numWant, scheduler: Self.schedulerConfiguration(new))
+        peers?.apply(limits: new)
+        let before = Set(torrents.keys)
+        syncSources()
+        if old.torrentsDirectory != new.torrentsDirectory { startWatching() }
+        let after = Set(torrents.keys)
+        logger.notice("config reloaded", metadata: [
+            "torrents_added": "\(after.subtracting(before).count)", "torrents_removed": "\(before.subtracting(after).count)",
+            "upload_limit": "\(ByteUnits.formatRate(new.uploadLimit))", "download_limit": "\(ByteUnits.formatRate(new.downloadLimit))",
+        ])
+    }
+
+    private static func schedulerConfiguration(_ config: SeederConfig) -> AnnounceScheduler<InfoHash>.Configuration {
+        .init(maxConcurrent: config.maxConcurrentAnnounces, firstAnnounceJitter: UInt64(config.announceJitter) * 1_000_000)
+    }
+
+    /// Makes the loaded torrents match what the config, the torrents directory and the
+    /// command line name now.
+    private func syncSources() {
+        let (wanted, problems) = TorrentSource.all(config: config, commandLine: commandLine.torrents, commandLineData: commandLine.data)
+        for problem in problems { logger.error("\(problem)") }
+        var byFile: [String: TorrentSource] = [:]
+        for source in wanted where byFile[source.file] == nil { byFile[source.file] = source }
+        for (file, infoHash) in loadedFrom {
+            guard let torrent = torrents[infoHash] else { continue }
+            guard let source = byFile[file] else {
+                remove(infoHash, reason: "no longer in the config or the torrents directory")
+                continue
+            }
+            if source.dataDirectory != torrent.dataDirectory {
+                remove(infoHash, reason: "its data directory changed to \(source.dataDirectory)")
+            }
+        }
+        add(sources: wanted.filter { loadedFrom[$0.file] == nil })
+    }
+
+    private func startWatching() {
+        watcher = nil
+        do {
+            watcher = try DirectoryWatcher(loop: loop, path: config.torrentsDirectory) { [unowned self] changes in
+                self.watchFolderChanged(changes)
+            }
+            logger.info("watching \(config.torrentsDirectory) for .torrent files")
+        } catch {
+            logger.error("cannot watch the torrents directory; new files there are picked up on SIGHUP: \(error)")
+        }
+    }
+
+    private func watchFolderChanged(_ changes: [DirectoryWatcher.Change]) {
+        guard !stopping else { return }
+        let directory = config.torrentsDirectory
+        for change in changes {
+            switch change {
+            case .appeared(let name) where isTorrentFileName(name):
+                add(TorrentSource(file: directory + "/" + name, dataDirectory: config.dataDirectory, origin: .torrentsDirectory))
+            case .disappeared(let name) where isTorrentFileName(name):
+                if let infoHash = loadedFrom[directory + "/" + name] {
+                    remove(infoHash, reason: "\(name) was removed from \(directory)")
+                }
+            case .overflow:
+                logger.warning("too many changes in \(directory) at once; rescanning it")
+                syncSources()
+            case .directoryGone:
+                logger.error("the torrents directory \(directory) was deleted or moved; its torrents keep seeding until SIGHUP")
+                watcher = nil
+            case .appeared, .disappeared:
+                break
+            }
+        }
+        startNextCheck()
     }
 
     private func startNextCheck() {
@@ -160,6 +311,10 @@ public final class Session {
     private func finishCheck() {
         guard let (torrent, progress, started) = checking else { return }
         checking = nil
+        guard torrents[torrent.infoHash] === torrent else {
+            // Removed while it was being checked.
+            return startNextCheck()
+        }
         let result = progress.snapshot()
         torrent.have = result.have
         let seconds = Double(EventLoop.now() - started) / 1_000_000

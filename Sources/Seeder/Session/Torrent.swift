@@ -9,6 +9,8 @@ public final class Torrent {
         /// Checked: serving what it has.
         case seeding
         case error(String)
+        /// Removed from the session; kept only by whoever still holds it.
+        case stopped
     }
 
     public let metainfo: Metainfo

@@ -3,13 +3,23 @@ import Glibc
 
 /// Where the torrents to serve come from: `[[torrent]]` entries, the torrents
 /// directory, and files named on the command line.
-public struct TorrentSource: Equatable, Sendable {
+public struct TorrentSource: Hashable, Sendable {
+    /// Which part of the set-up named the torrent: a reload or the watch folder changes
+    /// the first two, the command line stays for the life of the process.
+    public enum Origin: Hashable, Sendable {
+        case config
+        case torrentsDirectory
+        case commandLine
+    }
+
     public var file: String
     public var dataDirectory: String
+    public var origin: Origin
 
-    public init(file: String, dataDirectory: String) {
+    public init(file: String, dataDirectory: String, origin: Origin) {
         self.file = file
         self.dataDirectory = dataDirectory
+        self.origin = origin
     }
 
     /// Every source the config and command line name, in that order. Files in the
@@ -18,16 +28,16 @@ public struct TorrentSource: Equatable, Sendable {
         var sources: [TorrentSource] = []
         var problems: [String] = []
         for entry in config.torrents {
-            sources.append(TorrentSource(file: entry.file, dataDirectory: entry.dataDirectory ?? config.dataDirectory))
+            sources.append(TorrentSource(file: entry.file, dataDirectory: entry.dataDirectory ?? config.dataDirectory, origin: .config))
         }
         switch listTorrentFiles(in: config.torrentsDirectory) {
         case .success(let files):
-            for file in files { sources.append(TorrentSource(file: file, dataDirectory: config.dataDirectory)) }
+            for file in files { sources.append(TorrentSource(file: file, dataDirectory: config.dataDirectory, origin: .torrentsDirectory)) }
         case .failure(let message):
             problems.append(message.description)
         }
         for file in commandLine {
-            sources.append(TorrentSource(file: file, dataDirectory: commandLineData ?? config.dataDirectory))
+            sources.append(TorrentSource(file: file, dataDirectory: commandLineData ?? config.dataDirectory, origin: .commandLine))
         }
         return (sources, problems)
     }
@@ -40,10 +50,15 @@ public struct TorrentSource: Equatable, Sendable {
         var names: [String] = []
         while let entry = readdir(handle) {
             let name = withUnsafeBytes(of: entry.pointee.d_name) { String(cString: $0.baseAddress!.assumingMemoryBound(to: CChar.self)) }
-            if name.hasSuffix(".torrent") && !name.hasPrefix(".") { names.append(name) }
+            if isTorrentFileName(name) { names.append(name) }
         }
         return .success(names.sorted().map { directory + "/" + $0 })
     }
+}
+
+/// `*.torrent`, not hidden: editors and downloaders write hidden temporary files first.
+func isTorrentFileName(_ name: String) -> Bool {
+    name.hasSuffix(".torrent") && !name.hasPrefix(".")
 }
 
 struct ProblemText: Error, CustomStringConvertible {

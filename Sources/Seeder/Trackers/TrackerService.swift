@@ -39,7 +39,7 @@ final class TrackerService {
 
     private unowned let loop: EventLoop
     private let logger: Logger
-    private let settings: Settings
+    private var settings: Settings
     private let peerID: [UInt8]
     /// Same for the whole session (BEP 3 `key`): lets a tracker recognise us across an
     /// address change.
@@ -135,6 +135,16 @@ final class TrackerService {
         stopping = nil
         stopped = true
         done()
+    }
+
+    /// A reloaded config's tracker settings; announces in flight keep their timeout.
+    func update(announceTimeout: Int32, stopDeadline: UInt64, numWant: Int, scheduler configuration: AnnounceScheduler<InfoHash>.Configuration) {
+        settings.announceTimeout = announceTimeout
+        settings.stopDeadline = stopDeadline
+        settings.numWant = numWant
+        settings.scheduler = configuration
+        scheduler.configuration = configuration
+        runScheduler(now: EventLoop.now())
     }
 
     /// Every torrent's trackers, for status output.
