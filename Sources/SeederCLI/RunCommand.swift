@@ -35,10 +35,16 @@ struct RunCommand: ParsableCommand {
     @Option(name: .long, help: "Torrents directory to watch: .torrent files that appear there are seeded, removed ones stopped.")
     var watch: String?
 
+    @Option(name: .long, help: "Status endpoint address, e.g. 127.0.0.1:9180; \"\" turns it off.")
+    var status: String?
+
     @Argument(help: "Torrent files to seed.")
     var torrents: [String] = []
 
     func validate() throws {
+        if let status, !status.isEmpty, ListenAddress(status) == nil {
+            throw ValidationError("--status \(status): expected ADDRESS:PORT such as 127.0.0.1:9180 or [::1]:9180")
+        }
         if let port, !(1...65535).contains(port) { throw ValidationError("--port \(port) is out of range: expected 1 to 65535") }
         if let logLevel, Logger.Level(rawValue: logLevel.lowercased()) == nil {
             throw ValidationError("--log-level \(logLevel): expected trace, debug, info, notice, warning, error or critical")
@@ -71,6 +77,7 @@ struct RunCommand: ParsableCommand {
         if let port { settings.listenPort = port }
         if let data { settings.dataDirectory = data }
         if let watch { settings.torrentsDirectory = watch }
+        if let status { settings.statusAddress = status.isEmpty ? nil : ListenAddress(status) }
         if let uploadLimit { settings.uploadLimit = uploadLimit.bytesPerSecond }
         if let downloadLimit { settings.downloadLimit = downloadLimit.bytesPerSecond }
         if let logLevel { settings.logLevel = Logger.Level(rawValue: logLevel.lowercased())! }

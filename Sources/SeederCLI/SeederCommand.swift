@@ -7,7 +7,7 @@ struct SeederCommand: ParsableCommand {
         commandName: "seeder",
         abstract: "A BitTorrent seeding server for seedboxes and mirrors.",
         version: SeederVersion.string,
-        subcommands: [RunCommand.self, CreateCommand.self, InfoCommand.self, VerifyCommand.self],
+        subcommands: [RunCommand.self, StatusCommand.self, CreateCommand.self, InfoCommand.self, VerifyCommand.self],
         defaultSubcommand: nil
     )
 }

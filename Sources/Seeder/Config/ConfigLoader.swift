@@ -74,6 +74,20 @@ public enum ConfigLoader {
             try trackers.rejectUnknownKeys()
         }
 
+        if var status = try top.table("status") {
+            if let text = try status.string("listen") {
+                if text.isEmpty {
+                    config.statusAddress = nil
+                } else {
+                    guard let address = ListenAddress(text) else {
+                        throw status.error("listen", "expected ADDRESS:PORT such as \"127.0.0.1:9180\" or \"[::1]:9180\", or \"\" to turn the endpoint off, found \"\(text)\"")
+                    }
+                    config.statusAddress = address
+                }
+            }
+            try status.rejectUnknownKeys()
+        }
+
         if var log = try top.table("log") {
             if let level = try log.string("level") {
                 guard let parsed = Logger.Level(rawValue: level.lowercased()) else {

@@ -54,6 +54,10 @@ public struct SeederConfig: Equatable, Sendable {
     /// Peers asked for in each announce.
     public var numWant = 200
 
+    // [status]
+    /// Where the status endpoint (/status, /metrics) listens; nil turns it off.
+    public var statusAddress: ListenAddress? = ListenAddress("127.0.0.1:9180")
+
     // [log]
     public var logLevel: Logger.Level = .info
 

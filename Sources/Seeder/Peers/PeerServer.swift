@@ -25,6 +25,7 @@ final class PeerServer {
 
     /// Totals for logs and, later, the status endpoint.
     private(set) var uploadedBytes: Int64 = 0
+    private(set) var blocksServed: Int64 = 0
     private(set) var peerFaults = 0
 
     static let handshakeTimeout: UInt64 = 10_000_000
@@ -70,6 +71,8 @@ final class PeerServer {
 
     var listeningPort: UInt16 { listeners.first?.boundPort ?? 0 }
     var connectionCount: Int { connections.count }
+    /// Peers past the handshake, across every torrent.
+    var activePeerCount: Int { swarms.values.reduce(0) { $0 + $1.peerCount } }
 
     // MARK: Torrents
 
@@ -223,6 +226,7 @@ final class PeerServer {
 
     func uploaded(_ bytes: Int) {
         uploadedBytes += Int64(bytes)
+        blocksServed += 1
     }
 
     // MARK: Periodic work

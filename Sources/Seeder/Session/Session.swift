@@ -21,6 +21,7 @@ public final class Session {
     private var stopping = false
     private var peers: PeerServer?
     private var trackers: TrackerService?
+    private var status: StatusService?
     public let peerID = PeerID.generate()
     /// Which torrent each loaded .torrent file holds, so that a file that leaves the
     /// watch folder or the config stops the right torrent.
@@ -123,6 +124,9 @@ public final class Session {
         }
         trackers.peersFound = { [unowned server] infoHash, addresses in server.addCandidates(addresses, for: infoHash) }
         self.trackers = trackers
+        let status = StatusService(session: self, loop: loop, peers: server, trackers: trackers, logger: logger)
+        status.listen(on: config.statusAddress)
+        self.status = status
         for torrent in torrents.values where torrent.state == .seeding { serve(torrent) }
         for number in [SIGINT, SIGTERM] {
             signals.append(SignalWatcher(loop: loop, signal: number) { [unowned self] in
@@ -148,6 +152,7 @@ public final class Session {
         stopping = true
         watcher = nil
         progressTimer?.cancel()
+        status?.stop()
         peers?.stop()
         guard let trackers else { return loop.stop() }
         trackers.stop { [loop] in loop.stop() }
@@ -218,6 +223,7 @@ public final class Session {
         let before = Set(torrents.keys)
         syncSources()
         if old.torrentsDirectory != new.torrentsDirectory { startWatching() }
+        if old.statusAddress != new.statusAddress { status?.listen(on: new.statusAddress) }
         let after = Set(torrents.keys)
         logger.notice("config reloaded", metadata: [
             "torrents_added": "\(after.subtracting(before).count)", "torrents_removed": "\(before.subtracting(after).count)",
@@ -342,6 +348,9 @@ public final class Session {
         let done = progress.snapshot().done
         logger.info("checking \(torrent.name): \(done * 100 / max(1, torrent.metainfo.pieceCount))%", metadata: ["pieces_done": "\(done)"])
     }
+
+    /// The current status, as `GET /status` returns it.
+    public func statusSnapshot() -> StatusSnapshot? { status?.snapshot() }
 
     /// The TCP port peers reach us on (the configured one, or the kernel's pick for 0).
     public var listeningPort: UInt16 { peers?.listeningPort ?? 0 }

@@ -53,6 +53,9 @@ final class TrackerService {
     /// After shutdown's `stopped` round: no torrent is announced again.
     private var stopped = false
 
+    private(set) var announcesSucceeded: Int64 = 0
+    private(set) var announcesFailed: Int64 = 0
+
     /// The port peers reach us on; set once the listener is bound.
     var port: UInt16 = 0
     var stats: (Torrent) -> TorrentStats = { _ in TorrentStats(uploaded: 0, downloaded: 0, left: 0) }
@@ -225,6 +228,7 @@ final class TrackerService {
         let action: TorrentAnnouncer.Action
         switch result {
         case .success(let response):
+            announcesSucceeded += 1
             let addresses = response.peers.compactMap { SocketAddress(ip: $0.ip.bytes, port: $0.port) }
             let metadata: Logger.Metadata = [
                 "event": "\(event)", "peers": "\(addresses.count)",
@@ -243,6 +247,7 @@ final class TrackerService {
             if event != .stopped && !addresses.isEmpty { peersFound(infoHash, addresses) }
             action = entry.announcer.announceSucceeded(url: url, response: response, now: now)
         case .failure(let error):
+            announcesFailed += 1
             action = entry.announcer.announceFailed(url: url, error: error, now: now, using: &random)
             var metadata: Logger.Metadata = ["event": "\(event)"]
             if case .wait(let until) = action {
