@@ -125,7 +125,9 @@ def write_tree(root: Path, sizes: dict, seed: int = 1) -> Path:
     for relative, size in sizes.items():
         path = root / relative
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(rng.randbytes(size))
+        with open(path, "wb") as handle:
+            for start in range(0, size, 64 * MiB):  # randbytes refuses sizes past 2^28
+                handle.write(rng.randbytes(min(64 * MiB, size - start)))
     return root
 
 

@@ -15,7 +15,7 @@ public final class Session {
     private let logger: Logger
     public private(set) var torrents: [InfoHash: Torrent] = [:]
     private var checkQueue: [Torrent] = []
-    private var checking: (torrent: Torrent, progress: CheckProgress, started: UInt64)?
+    private var checking: CheckJob?
     private var progressTimer: Timer?
     private var signals: [SignalWatcher] = []
     private var stopping = false
@@ -299,13 +299,40 @@ public final class Session {
         }
         let torrent = checkQueue.removeFirst()
         torrent.state = .checking
-        let progress = CheckProgress(pieceCount: torrent.metainfo.pieceCount)
-        checking = (torrent, progress, EventLoop.now())
-        logger.info("checking \(torrent.name)", metadata: ["pieces": "\(torrent.metainfo.pieceCount)"])
+        checking = CheckJob(torrent: torrent, progress: CheckProgress(pieceCount: torrent.metainfo.pieceCount), started: EventLoop.now())
+        // Stat the files and read the resume data on a disk thread: with hundreds of
+        // torrents on a busy disk that is real I/O.
         let metainfo = torrent.metainfo
+        let storage = torrent.storage
+        let stateDirectory = config.stateDirectory
         let bound = LoopBound(self, loop: loop)
         let loop = self.loop
-        PieceHasher.hash(storage: torrent.storage, pieceLength: metainfo.pieceLength, pieces: Array(0..<metainfo.pieceCount), pool: pool,
+        pool.submit {
+            let plan = ResumeStore.plan(metainfo: metainfo, storage: storage, stateDirectory: stateDirectory)
+            loop.post { bound.value.hash(plan) }
+        }
+    }
+
+    /// Hashes what the resume data could not vouch for.
+    private func hash(_ plan: ResumeStore.CheckPlan) {
+        guard var job = checking, !stopping else { return }
+        let torrent = job.torrent
+        let metainfo = torrent.metainfo
+        if let note = plan.note { logger.warning("\(torrent.name): \(note)") }
+        job.progress = CheckProgress(have: plan.trusted)
+        job.plan = plan
+        checking = job
+        if plan.pieces.count == metainfo.pieceCount {
+            logger.info("checking \(torrent.name)", metadata: ["pieces": "\(metainfo.pieceCount)"])
+        } else if !plan.pieces.isEmpty {
+            logger.info("checking \(torrent.name): \(plan.filesChanged) files changed since the resume data", metadata: [
+                "pieces": "\(plan.pieces.count)", "trusted_pieces": "\(plan.trusted.setCount)",
+            ])
+        }
+        let progress = job.progress
+        let bound = LoopBound(self, loop: loop)
+        let loop = self.loop
+        PieceHasher.hash(storage: torrent.storage, pieceLength: metainfo.pieceLength, pieces: plan.pieces, pool: pool,
                          result: { piece, outcome in
                              progress.record(piece: piece, outcome: outcome, expected: metainfo.pieceHash(piece))
                          },
@@ -315,16 +342,18 @@ public final class Session {
     }
 
     private func finishCheck() {
-        guard let (torrent, progress, started) = checking else { return }
+        guard let job = checking, let plan = job.plan else { return }
         checking = nil
+        let torrent = job.torrent
         guard torrents[torrent.infoHash] === torrent else {
             // Removed while it was being checked.
             return startNextCheck()
         }
-        let result = progress.snapshot()
+        let result = job.progress.snapshot()
         torrent.have = result.have
-        let seconds = Double(EventLoop.now() - started) / 1_000_000
-        let rate = seconds > 0 ? Int64(Double(torrent.metainfo.totalLength) / seconds) : 0
+        let seconds = Double(EventLoop.now() - job.started) / 1_000_000
+        let hashedBytes = Int64(plan.pieces.count) * Int64(torrent.metainfo.pieceLength)
+        let rate = seconds > 0 ? Int64(Double(min(hashedBytes, torrent.metainfo.totalLength)) / seconds) : 0
         if let failure = result.failure {
             logger.error("cannot read the data of \(torrent.name): \(failure)", metadata: ["data": "\(torrent.dataDirectory)"])
         }
@@ -338,15 +367,30 @@ public final class Session {
         let share = total == 0 ? 100 : held * 100 / total
         logger.info("seeding \(torrent.name) (\(held) of \(total) pieces, \(share)%)", metadata: [
             "info_hash": "\(torrent.infoHash)", "checked_in": "\(ByteUnits.formatDecimal(seconds, places: 2))s",
-            "check_rate": "\(ByteUnits.formatRate(rate))",
+            "hashed_pieces": "\(plan.pieces.count)", "check_rate": "\(ByteUnits.formatRate(rate))",
         ])
+        if !plan.pieces.isEmpty || plan.note != nil { saveResume(torrent, stamps: plan.stamps) }
         startNextCheck()
     }
 
+    /// Records what the check found, so that the next start hashes only what changed.
+    /// A failed write costs the next start a full check, nothing more.
+    private func saveResume(_ torrent: Torrent, stamps: [ResumeData.FileStamp]) {
+        let resume = ResumeData(infoHash: torrent.infoHash, have: torrent.have, files: stamps)
+        let stateDirectory = config.stateDirectory
+        let logger = self.logger
+        let name = torrent.name
+        pool.submit {
+            if let problem = ResumeStore.save(resume, stateDirectory: stateDirectory) {
+                logger.warning("cannot save the resume data of \(name): \(problem)")
+            }
+        }
+    }
+
     private func logCheckProgress() {
-        guard let (torrent, progress, _) = checking else { return }
-        let done = progress.snapshot().done
-        logger.info("checking \(torrent.name): \(done * 100 / max(1, torrent.metainfo.pieceCount))%", metadata: ["pieces_done": "\(done)"])
+        guard let job = checking, let plan = job.plan else { return }
+        let done = job.progress.snapshot().done
+        logger.info("checking \(job.torrent.name): \(done * 100 / max(1, plan.pieces.count))%", metadata: ["pieces_done": "\(done)"])
     }
 
     /// The current status, as `GET /status` returns it.
@@ -375,6 +419,14 @@ public final class Session {
     }
 }
 
+/// The torrent being checked: the plan arrives from a disk thread, then the hashing.
+private struct CheckJob {
+    let torrent: Torrent
+    var progress: CheckProgress
+    let started: UInt64
+    var plan: ResumeStore.CheckPlan?
+}
+
 /// Collects a hash check's results from the disk threads.
 final class CheckProgress: Sendable {
     struct Snapshot: Sendable {
@@ -388,6 +440,11 @@ final class CheckProgress: Sendable {
 
     init(pieceCount: Int) {
         state = Mutex(Snapshot(have: Bitfield(count: pieceCount)))
+    }
+
+    /// Starts from pieces already known good (from resume data).
+    init(have: Bitfield) {
+        state = Mutex(Snapshot(have: have))
     }
 
     func record(piece: Int, outcome: PieceHasher.Outcome, expected: ArraySlice<UInt8>) {
