@@ -67,7 +67,9 @@ class OpenTracker:
         return found
 
     def _url(self, query, event):
-        return self.http_url + "?" + urllib.parse.urlencode({**query, "event": event})
+        # quote, not urlencode's default quote_plus: opentracker reads '+' as a plus, so
+        # a hash with a 0x20 byte would name another torrent.
+        return self.http_url + "?" + urllib.parse.urlencode({**query, "event": event}, quote_via=urllib.parse.quote)
 
     def stop(self):
         if self.process.poll() is None:

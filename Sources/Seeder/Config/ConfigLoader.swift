@@ -71,6 +71,7 @@ public enum ConfigLoader {
             if let value = try trackers.integer("max_concurrent_announces", in: 1...1000) { config.maxConcurrentAnnounces = value }
             if let value = try trackers.integer("announce_jitter", in: 0...3600) { config.announceJitter = value }
             if let value = try trackers.integer("numwant", in: 0...1000) { config.numWant = value }
+            if let value = try trackers.integer("udp_retries", in: 0...8) { config.udpTrackerRetries = value }
             try trackers.rejectUnknownKeys()
         }
 

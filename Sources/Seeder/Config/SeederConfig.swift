@@ -53,6 +53,9 @@ public struct SeederConfig: Equatable, Sendable {
     public var announceJitter = 5
     /// Peers asked for in each announce.
     public var numWant = 200
+    /// UDP tracker retransmissions (BEP 15: 15 s, then doubling) before the tracker
+    /// counts as failed and its tier moves on.
+    public var udpTrackerRetries = 2
 
     // [status]
     /// Where the status endpoint (/status, /metrics) listens; nil turns it off.

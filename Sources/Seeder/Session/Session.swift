@@ -20,6 +20,7 @@ public final class Session {
     private var signals: [SignalWatcher] = []
     private var stopping = false
     private var peers: PeerServer?
+    private var udpPort: UDPPort?
     private var trackers: TrackerService?
     private var status: StatusService?
     public let peerID = PeerID.generate()
@@ -124,6 +125,7 @@ public final class Session {
         }
         trackers.peersFound = { [unowned server] infoHash, addresses in server.addCandidates(addresses, for: infoHash) }
         self.trackers = trackers
+        startUDP(port: server.listeningPort, trackers: trackers)
         let status = StatusService(session: self, loop: loop, peers: server, trackers: trackers, logger: logger)
         status.listen(on: config.statusAddress)
         self.status = status
@@ -158,6 +160,24 @@ public final class Session {
         trackers.stop { [loop] in loop.stop() }
     }
 
+    /// The UDP port (uTP and UDP tracker replies) on the TCP port's number. Without it
+    /// the server still seeds over TCP and announces over HTTP.
+    private func startUDP(port: UInt16, trackers: TrackerService) {
+        let addresses = [config.bindIPv4, config.bindIPv6].filter { !$0.isEmpty }.compactMap { SocketAddress(ip: $0, port: port) }
+        let udp: UDPPort
+        do {
+            udp = try UDPPort(loop: loop, addresses: addresses, logger: logger)
+        } catch {
+            logger.error("no UDP port, so no UDP trackers: \(error)")
+            return
+        }
+        let transport = UDPTrackerTransport(loop: loop, port: udp, configuration: .init(maxRetries: config.udpTrackerRetries))
+        udp.onTrackerReply = { [unowned transport] datagram, source in transport.receive(datagram, from: source) }
+        udp.onSendFailed = { [unowned transport] destination, code in transport.sendFailed(to: destination, errorCode: code) }
+        trackers.udp = transport
+        udpPort = udp
+    }
+
     private func serve(_ torrent: Torrent) {
         peers?.register(torrent)
         trackers?.add(torrent)
@@ -165,6 +185,7 @@ public final class Session {
 
     /// Ends the disk threads after their current jobs. Call after the loop has returned.
     public func shutdown() {
+        udpPort?.close()
         pool.shutdown()
         signals.removeAll()
     }
@@ -217,6 +238,7 @@ public final class Session {
             logger.warning("changed keys take effect at the next restart: \(pending.joined(separator: ", "))")
         }
         logLevel?.level = new.logLevel
+        trackers?.udp?.configuration.maxRetries = new.udpTrackerRetries
         trackers?.update(announceTimeout: Int32(new.announceTimeout), stopDeadline: UInt64(new.stopTimeout) * 1_000_000,
                          numWant: new.numWant, scheduler: Self.schedulerConfiguration(new))
         peers?.apply(limits: new)

@@ -45,6 +45,8 @@ final class TrackerService {
     /// address change.
     private let key = UInt32.random(in: .min ... .max)
     private let http: HTTPTrackerTransport
+    /// Nil when the UDP port could not be bound: udp:// trackers then fail over.
+    var udp: UDPTrackerTransport?
     private var entries: [InfoHash: Entry] = [:]
     private var scheduler: AnnounceScheduler<InfoHash>
     private var schedulerTimer: Timer?
@@ -212,11 +214,11 @@ final class TrackerService {
         switch TrackerURL.scheme(of: url) {
         case "http", "https":
             cancel = http.announce(url: url, request: request, timeoutSeconds: settings.announceTimeout, completion: completion)
-        default:
-            let scheme = TrackerURL.scheme(of: url) ?? "(none)"
-            let failure = Timer(loop: loop, after: 0) {
-                completion(.failure(.transport("unsupported tracker URL scheme \(scheme)")))
-            }
+        case "udp" where udp != nil:
+            cancel = udp!.announce(url: url, request: request, completion: completion)
+        case let scheme:
+            let problem = scheme == "udp" ? "no UDP socket (the UDP port could not be bound)" : "unsupported tracker URL scheme \(scheme ?? "(none)")"
+            let failure = Timer(loop: loop, after: 0) { completion(.failure(.transport(problem))) }
             cancel = { failure.cancel() }
         }
         entry.inFlight = (url, event, cancel)
