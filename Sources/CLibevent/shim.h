@@ -10,6 +10,8 @@
 #include <sys/uio.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 #include <arpa/inet.h>
 #include <netdb.h>
 #include <signal.h>
@@ -55,5 +57,25 @@ static inline long seeder_ssl_set_sni(SSL *ssl, const char *host) {
 // Socket options through one call each, so Swift need not spell socklen_t casts.
 static inline int seeder_set_int_option(int fd, int level, int name, int value) {
     return setsockopt(fd, level, name, &value, sizeof(value));
+}
+
+// recvmmsg/sendmmsg and struct mmsghdr are declared only under _GNU_SOURCE, which the
+// system headers above are parsed without (see the top of this file), so they do not
+// import. The same layout under our own name, and the system calls themselves.
+struct seeder_mmsghdr {
+    struct msghdr msg_hdr;
+    unsigned int msg_len;
+};
+static inline int seeder_recvmmsg(int fd, struct seeder_mmsghdr *messages, unsigned int count, int flags) {
+    return (int)syscall(SYS_recvmmsg, fd, messages, count, flags, NULL);
+}
+static inline int seeder_sendmmsg(int fd, struct seeder_mmsghdr *messages, unsigned int count, int flags) {
+    return (int)syscall(SYS_sendmmsg, fd, messages, count, flags);
+}
+static inline int seeder_get_int_option(int fd, int level, int name) {
+    int value = -1;
+    socklen_t length = sizeof(value);
+    if (getsockopt(fd, level, name, &value, &length) != 0) return -1;
+    return value;
 }
 #endif
