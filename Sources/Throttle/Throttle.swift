@@ -1,2 +1,0 @@
-/// Token buckets and the bandwidth hierarchy arrive with the limits issue.
-public enum Throttle {}
