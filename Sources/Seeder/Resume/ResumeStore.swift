@@ -26,12 +26,10 @@ enum ResumeStore {
 
     /// Each file's size and mtime now; padding files have nothing on disk.
     static func stamps(of metainfo: Metainfo, storage: TorrentStorage) -> [ResumeData.FileStamp] {
-        zip(metainfo.files, storage.paths).map { file, path in
-            guard !file.isPadding else { return ResumeData.FileStamp(size: 0, modified: 0) }
-            var info = stat()
-            guard stat(path, &info) == 0, (info.st_mode & S_IFMT) == S_IFREG else { return .missing }
-            return ResumeData.FileStamp(size: Int64(info.st_size),
-                                        modified: Int64(info.st_mtim.tv_sec) * 1_000_000_000 + Int64(info.st_mtim.tv_nsec))
+        metainfo.files.indices.map { index in
+            guard !metainfo.files[index].isPadding else { return ResumeData.FileStamp(size: 0, modified: 0) }
+            guard let status = storage.fileStatus(index) else { return .missing }
+            return ResumeData.FileStamp(size: status.size, modified: status.modified)
         }
     }
 
