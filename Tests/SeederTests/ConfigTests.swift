@@ -19,7 +19,6 @@ import Testing
         let keys = ["listen_port", "bind_ipv4", "bind_ipv6", "data_dir", "torrents_dir", "state_dir", "disk_threads",
                     "max_open_files", "upload_limit", "download_limit", "max_connections", "max_connections_per_torrent",
                     "max_connections_per_ip", "max_half_open", "upload_slots", "level",
-                    "torrent_upload_limit", "torrent_download_limit", "burst", "count_overhead",
                     "announce_timeout", "stop_timeout", "max_concurrent_announces", "announce_jitter", "numwant", "udp_retries",
                     "listen"]
         for key in keys {
