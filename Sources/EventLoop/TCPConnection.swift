@@ -1,5 +1,6 @@
 import CLibevent
 import Glibc
+import Synchronization
 
 public protocol TCPConnectionDelegate: AnyObject {
     /// An outgoing connection was established.
@@ -20,7 +21,13 @@ public final class TCPConnection {
     public private(set) var isConnected: Bool
 
     /// Output is "low" at or below this many bytes: `connectionWritable` fires then.
-    public static let writeLowWatermark = 256 << 10
+    public static let writeLowWatermark = 512 << 10
+    /// Most bytes one write (writev) call hands the kernel. libevent's default is 16 KiB,
+    /// one system call and one loop turn per block when seeding; the socket buffer
+    /// (autotuned to megabytes) takes far more than that.
+    public static let maxSingleWrite = 1 << 20
+    /// Most bytes taken from the socket per read callback (libevent's default: 16 KiB).
+    public static let maxSingleRead = 64 << 10
 
     /// Wraps an accepted socket.
     public init(loop: EventLoop, acceptedSocket fd: Int32, remote: SocketAddress) {
@@ -76,6 +83,8 @@ public final class TCPConnection {
             this.handle(events: events)
         }, context)
         bufferevent_setwatermark(bev, Int16(EV_WRITE), Self.writeLowWatermark, 0)
+        _ = bufferevent_set_max_single_write(bev, Self.maxSingleWrite)
+        _ = bufferevent_set_max_single_read(bev, Self.maxSingleRead)
         bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
     }
 
@@ -145,6 +154,28 @@ public final class TCPConnection {
         bytes.withUnsafeBytes { write($0) }
     }
 
+    /// Queues all of `buffer` without copying it: the output references the memory and
+    /// frees it once sent (or when the connection closes). `buffer` is empty afterwards.
+    public func write(_ buffer: OutgoingBuffer) {
+        guard let bev, let base = buffer.take() else { return }
+        // The pool (if any) stays alive until libevent is done with the memory.
+        let pool = buffer.pool.map { Unmanaged.passRetained($0).toOpaque() }
+        let added = evbuffer_add_reference(bufferevent_get_output(bev), base, buffer.count, { data, _, extra in
+            let pool = extra.map { Unmanaged<BufferPool>.fromOpaque($0).takeRetainedValue() }
+            OutgoingBuffer.release(UnsafeMutableRawPointer(mutating: data!), to: pool)
+        }, pool)
+        if added != 0 {
+            OutgoingBuffer.release(base, to: buffer.pool)
+            if let pool { Unmanaged<BufferPool>.fromOpaque(pool).release() }
+        }
+    }
+
+    /// Queues a copy of part of `buffer`; the buffer keeps its memory.
+    public func write(_ buffer: OutgoingBuffer, range: Range<Int>) {
+        guard let base = buffer.base, range.lowerBound >= 0, range.upperBound <= buffer.count else { return }
+        write(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
+    }
+
     /// Stops or resumes reading from the socket (download limits, back-pressure).
     public func setReading(_ enabled: Bool) {
         guard let bev else { return }
@@ -165,4 +196,76 @@ public final class TCPConnection {
     public var isOpen: Bool { bev != nil }
 
     deinit { close() }
+}
+
+/// Bytes prepared off the loop (a disk thread writes blocks straight into it) and then
+/// handed to a connection without another copy. Owns its memory until a connection
+/// takes it; gives it back otherwise. One thread at a time.
+public final class OutgoingBuffer: @unchecked Sendable {
+    public private(set) var base: UnsafeMutableRawPointer?
+    public let count: Int
+    /// Where the memory goes back to; nil when it came from malloc.
+    fileprivate let pool: BufferPool?
+
+    /// Uninitialised memory of `count` bytes: from `pool` when it fits there.
+    public init(count: Int, pool: BufferPool? = nil) {
+        self.count = count
+        if let pool, count <= pool.bufferSize, let memory = pool.take() {
+            self.pool = pool
+            base = memory
+        } else {
+            self.pool = nil
+            base = malloc(max(count, 1))
+        }
+    }
+
+    public var bytes: UnsafeMutableRawBufferPointer {
+        UnsafeMutableRawBufferPointer(start: base, count: base == nil ? 0 : count)
+    }
+
+    fileprivate func take() -> UnsafeMutableRawPointer? {
+        defer { base = nil }
+        return base
+    }
+
+    fileprivate static func release(_ memory: UnsafeMutableRawPointer, to pool: BufferPool?) {
+        if let pool { pool.give(memory) } else { free(memory) }
+    }
+
+    deinit {
+        if let base { Self.release(base, to: pool) }
+    }
+}
+
+/// Fixed-size buffers kept for reuse. Buffers of a few hundred KiB are past malloc's
+/// mmap threshold or get trimmed back to the kernel when freed, so allocating one per
+/// disk read costs page faults and zeroed pages on every block batch; keeping a few
+/// costs `maxFree * bufferSize` bytes at most. Any thread.
+public final class BufferPool: Sendable {
+    public let bufferSize: Int
+    public let maxFree: Int
+    private let free = Mutex<[UInt]>([])
+
+    public init(bufferSize: Int, maxFree: Int) {
+        self.bufferSize = bufferSize
+        self.maxFree = maxFree
+    }
+
+    func take() -> UnsafeMutableRawPointer? {
+        if let address = free.withLock({ $0.popLast() }) { return UnsafeMutableRawPointer(bitPattern: address) }
+        return malloc(bufferSize)
+    }
+
+    func give(_ memory: UnsafeMutableRawPointer) {
+        let kept = free.withLock { list in
+            guard list.count < maxFree else { return false }
+            list.append(UInt(bitPattern: memory))
+            return true
+        }
+        if !kept { Glibc.free(memory) }
+    }
+
+    deinit {
+        for address in free.withLock({ $0 }) { Glibc.free(UnsafeMutableRawPointer(bitPattern: address)) }
+    }
 }

@@ -102,6 +102,19 @@ extension PeerMessage {
         out.appendUInt32(UInt32(offset))
     }
 
+    /// Bytes in front of a block in a `piece` message: length, id, index, offset.
+    public static let pieceHeaderLength = 13
+
+    /// Writes the 13-byte `piece` header into `out` (at least 13 bytes), for blocks read
+    /// straight into the memory they are sent from.
+    public static func writePieceHeader(piece: Int, offset: Int, length: Int, to out: UnsafeMutableRawBufferPointer) {
+        precondition(out.count >= pieceHeaderLength)
+        out.storeBytes(of: UInt32(9 + length).bigEndian, toByteOffset: 0, as: UInt32.self)
+        out[4] = ID.piece.rawValue
+        out.storeBytes(of: UInt32(piece).bigEndian, toByteOffset: 5, as: UInt32.self)
+        out.storeBytes(of: UInt32(offset).bigEndian, toByteOffset: 9, as: UInt32.self)
+    }
+
     private static func appendBare(_ id: ID, into out: inout [UInt8]) {
         out.appendUInt32(1)
         out.append(id.rawValue)

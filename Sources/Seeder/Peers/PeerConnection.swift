@@ -2,9 +2,9 @@ import BitTorrent
 import EventLoop
 import Logging
 
-/// One peer over TCP: the handshake, then a PeerSession whose decisions it carries
-/// out, with block reads on the disk pool. Loop-owned.
-final class PeerConnection: TCPConnectionDelegate {
+/// One peer over TCP or uTP: the handshake, then a PeerSession whose decisions it
+/// carries out, with block reads on the disk pool. Loop-owned.
+final class PeerConnection: PeerTransportDelegate {
     enum Phase {
         /// Incoming: waiting for the peer's handshake (48 bytes pick the torrent).
         case awaitingHandshake
@@ -17,7 +17,7 @@ final class PeerConnection: TCPConnectionDelegate {
     }
 
     let id: Int
-    let connection: TCPConnection
+    let connection: PeerTransport
     let remote: SocketAddress
     let outgoing: Bool
     let openedAt: UInt64
@@ -28,16 +28,29 @@ final class PeerConnection: TCPConnectionDelegate {
     private(set) var peerID: [UInt8]?
     private var decoder: PeerMessageDecoder
     private var readsInFlight = 0
+    /// Batches are numbered as they go to the disk and sent in that order: two disk
+    /// threads can finish them the other way round, and libtorrent counts blocks that
+    /// arrive ahead of earlier requests as skips, re-requesting them after enough.
+    private var nextBatchNumber = 0
+    private var nextBatchToSend = 0
+    private var finishedBatches: [Int: PeerServer.BlockBatch] = [:]
     private(set) var uploaded: Int64 = 0
     var everReceived = false
 
     /// Block reads kept in flight per peer: enough to keep a fast link busy while the
     /// disk answers, few enough that a thousand peers cannot flood the disk queue.
-    static let maxReadsInFlight = 8
-    /// Output queued before we stop reading blocks for this peer.
-    static let outputHighWatermark = 512 << 10
+    static let maxReadsInFlight = 64
+    /// Blocks read in one disk job at most (256 KiB).
+    static let maxBatch = 16
+    /// While reads are in flight, wait for this many queued requests before starting
+    /// another job: requests arrive a few at a time, and a job per request costs a
+    /// thread hand-off each way.
+    static let minBatch = 4
+    /// Output queued plus blocks being read, at most, before we stop reading blocks for
+    /// this peer.
+    static let outputHighWatermark = 1 << 20
 
-    init(id: Int, server: PeerServer, connection: TCPConnection, outgoingTo swarm: Swarm?, now: UInt64) {
+    init(id: Int, server: PeerServer, connection: PeerTransport, outgoingTo swarm: Swarm?, now: UInt64) {
         self.id = id
         self.server = server
         self.connection = connection
@@ -62,26 +75,26 @@ final class PeerConnection: TCPConnectionDelegate {
         return false
     }
 
-    // MARK: TCPConnectionDelegate
+    // MARK: PeerTransportDelegate
 
-    func connectionEstablished(_ connection: TCPConnection) {
+    func transportConnected(_ transport: PeerTransport) {
         server.dialSucceeded(self)
         guard let swarm else { return }
         phase = .awaitingPeerID(reserved: [])
         connection.write(Handshake(reserved: Handshake.ourReserved, infoHash: swarm.torrent.infoHash, peerID: server.peerID).encoded())
     }
 
-    func connectionReadable(_ connection: TCPConnection) {
+    func transportReadable(_ transport: PeerTransport) {
         connection.readAvailable { bytes in decoder.append(bytes) }
         everReceived = true
         processInput()
     }
 
-    func connectionWritable(_ connection: TCPConnection) {
+    func transportWritable(_ transport: PeerTransport) {
         pumpReads()
     }
 
-    func connectionClosed(_ connection: TCPConnection, reason: String) {
+    func transportClosed(_ transport: PeerTransport, reason: String) {
         finish(reason: reason, peerFault: false)
     }
 
@@ -184,38 +197,84 @@ final class PeerConnection: TCPConnectionDelegate {
 
     // MARK: Serving blocks
 
-    /// Starts disk reads for queued requests while the socket has room.
+    /// Starts disk reads for queued requests while the socket has room, a batch of
+    /// blocks per disk job.
     func pumpReads() {
         guard case .active = phase, let swarm else { return }
-        while readsInFlight < Self.maxReadsInFlight && connection.outputLength < Self.outputHighWatermark,
-              let block = session!.nextRequest() {
-            readsInFlight += 1
-            server.readBlock(block, storage: swarm.torrent.storage, pieceLength: swarm.torrent.metainfo.pieceLength, for: self)
+        while true {
+            // Output waiting plus reads in flight stay under the high watermark, so a
+            // slow peer holds about 1 MiB here however many requests it queues; a fast
+            // one, whose output the kernel takes at once, gets all 64 reads.
+            let budget = (Self.outputHighWatermark - connection.outputLength) / (PeerMessage.pieceHeaderLength + BlockRequest.maxLength)
+            let room = min(Self.maxBatch, Self.maxReadsInFlight - readsInFlight, budget - readsInFlight)
+            guard room > 0 else { return }
+            if readsInFlight > 0 && session!.queuedCount < min(Self.minBatch, room) { return }
+            var batch: [BlockRequest] = []
+            batch.reserveCapacity(min(room, session!.queuedCount))
+            while batch.count < room, let block = session!.nextRequest() { batch.append(block) }
+            guard !batch.isEmpty else { return }
+            readsInFlight += batch.count
+            server.readBlocks(batch, number: nextBatchNumber, storage: swarm.torrent.storage,
+                              pieceLength: swarm.torrent.metainfo.pieceLength, for: self)
+            nextBatchNumber += 1
         }
     }
 
-    /// A disk read finished (on the loop).
-    func blockRead(_ block: BlockRequest, message: [UInt8]?, error: StorageError?) {
-        readsInFlight -= 1
-        guard case .active = phase, let swarm else { return }
-        let now = EventLoop.now()
-        if let message {
-            switch session!.blockRead(block, now: now) {
-            case .send:
-                connection.write(message)
-                uploaded += Int64(block.length)
-                swarm.uploaded(block.length)
-                server.uploaded(block.length)
-            case .reject:
-                perform([.send(.rejectRequest(block))])
-            case .drop:
-                break
-            }
-        } else {
-            server.logger.error("cannot read \(block) of \(swarm.torrent.name): \(error?.description ?? "unknown error")")
-            guard perform(session!.blockReadFailed(block)) else { return }
+    /// A batch of disk reads finished (on the loop): send it once every earlier batch
+    /// has been sent.
+    func blocksRead(_ batch: PeerServer.BlockBatch) {
+        guard case .active = phase else { return }
+        finishedBatches[batch.number] = batch
+        while let next = finishedBatches.removeValue(forKey: nextBatchToSend) {
+            nextBatchToSend += 1
+            readsInFlight -= next.blocks.count
+            guard send(next) else { return }
         }
         pumpReads()
+    }
+
+    /// Sends a batch's blocks (or rejects or drops those settled meanwhile); false once
+    /// the connection closed.
+    private func send(_ batch: PeerServer.BlockBatch) -> Bool {
+        guard case .active = phase, let swarm else { return false }
+        let now = EventLoop.now()
+        var sendAll = batch.failures.isEmpty
+        var dispositions: [PeerSession.BlockDisposition] = []
+        dispositions.reserveCapacity(batch.blocks.count)
+        for (index, block) in batch.blocks.enumerated() {
+            if let failure = batch.failures.first(where: { $0.index == index }) {
+                server.logger.error("cannot read \(block) of \(swarm.torrent.name): \(failure.error)")
+                dispositions.append(.drop)
+                guard perform(session!.blockReadFailed(block)) else { return false }
+                continue
+            }
+            let disposition = session!.blockRead(block, now: now)
+            if disposition != .send { sendAll = false }
+            dispositions.append(disposition)
+        }
+        var sent = 0
+        if sendAll {
+            connection.write(batch.buffer)
+            sent = batch.blocks.reduce(0) { $0 + $1.length }
+        } else {
+            for (index, block) in batch.blocks.enumerated() {
+                switch dispositions[index] {
+                case .send:
+                    connection.write(batch.buffer, range: batch.offsets[index]..<batch.offsets[index + 1])
+                    sent += block.length
+                case .reject:
+                    guard perform([.send(.rejectRequest(block))]) else { return false }
+                case .drop:
+                    break
+                }
+            }
+        }
+        if sent > 0 {
+            uploaded += Int64(sent)
+            swarm.uploaded(sent)
+            server.uploaded(sent)
+        }
+        return true
     }
 
     // MARK: Control
@@ -254,6 +313,7 @@ final class PeerConnection: TCPConnectionDelegate {
         guard !isClosed else { return }
         let wasConnecting = isConnectPhase
         phase = .closed
+        finishedBatches.removeAll()
         server.connectionClosed(self, reason: reason, peerFault: peerFault, wasConnecting: wasConnecting)
     }
 

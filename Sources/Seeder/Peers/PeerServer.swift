@@ -30,6 +30,7 @@ final class PeerServer {
 
     static let handshakeTimeout: UInt64 = 10_000_000
     static let rechokeInterval: UInt64 = 10_000_000
+    static let requestQueueLength = 2000
 
     init(config: SeederConfig, loop: EventLoop, pool: DiskPool, logger: Logger, peerID: [UInt8]) {
         self.config = config
@@ -40,6 +41,11 @@ final class PeerServer {
         var session = PeerSession.Configuration()
         session.clientVersion = "Seeder \(SeederVersion.string)"
         session.listenPort = config.listenPort
+        // libtorrent keeps min(our reqq, its 2000) requests outstanding. At 500 (8 MiB)
+        // a fast peer that is off the CPU for 20 ms on a busy box leaves us idle;
+        // 2000 (32 MiB) is what libtorrent advertises as a seed. Queued requests cost
+        // a few dozen bytes each; reads stay bounded by PeerConnection.maxReadsInFlight.
+        session.requestQueueLength = Self.requestQueueLength
         sessionConfiguration = session
         limits = ConnectionLimits(maxConnections: config.maxConnections, maxPerTorrent: config.maxConnectionsPerTorrent,
                                   maxPerIP: config.maxConnectionsPerIP, maxHalfOpen: config.maxHalfOpen)
@@ -110,7 +116,7 @@ final class PeerServer {
         if connections.values.lazy.filter({ !$0.outgoing && $0.isHandshaking }).count >= pendingLimit {
             _ = evictOldestHandshaking()
         }
-        let connection = TCPConnection(loop: loop, acceptedSocket: fd, remote: remote)
+        let connection = TCPTransport(TCPConnection(loop: loop, acceptedSocket: fd, remote: remote))
         add(PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: nil, now: EventLoop.now()), dialing: false)
     }
 
@@ -185,7 +191,7 @@ final class PeerServer {
                     || (listening.contains(address.port) && self.isLocalAddress(address))
             }
             for address in ready where limits.canDial(ip: address.ip) {
-                let connection = TCPConnection(loop: loop, connectingTo: address)
+                let connection = TCPTransport(TCPConnection(loop: loop, connectingTo: address))
                 let peer = PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: swarm, now: now)
                 dialingIDs.insert(peer.id)
                 add(peer, dialing: true)
@@ -200,27 +206,58 @@ final class PeerServer {
 
     // MARK: Blocks
 
-    /// Reads a block on the disk pool into a ready-to-send `piece` message.
-    func readBlock(_ block: BlockRequest, storage: TorrentStorage, pieceLength: Int, for peer: PeerConnection) {
+    /// Memory for block batches, reused: a batch is at most a few hundred KiB.
+    let blockBuffers = BufferPool(bufferSize: PeerConnection.maxBatch * (PeerMessage.pieceHeaderLength + BlockRequest.maxLength),
+                                  maxFree: 32)
+
+    /// Blocks read on the disk pool, framed as `piece` messages back to back in one
+    /// buffer that the connection sends without copying.
+    struct BlockBatch: Sendable {
+        /// The connection's sequence number for the batch.
+        let number: Int
+        let blocks: [BlockRequest]
+        /// Where each block's message starts in `buffer`; the last entry is the end.
+        let offsets: [Int]
+        let buffer: OutgoingBuffer
+        /// Blocks that could not be read (index into `blocks`, and why).
+        let failures: [(index: Int, error: StorageError)]
+    }
+
+    /// Reads `blocks` in one disk job: one hand-off to a disk thread and one back to the
+    /// loop for the lot, each block read straight into the memory it is sent from.
+    func readBlocks(_ blocks: [BlockRequest], number: Int, storage: TorrentStorage, pieceLength: Int, for peer: PeerConnection) {
         let bound = LoopBound(peer, loop: loop)
         let loop = self.loop
+        let blockBuffers = self.blockBuffers
         pool.submit {
-            var message: [UInt8] = []
-            message.reserveCapacity(13 + block.length)
-            PeerMessage.appendPieceHeader(piece: block.piece, offset: block.offset, length: block.length, into: &message)
-            var failure: StorageError?
-            message.append(contentsOf: repeatElement(0, count: block.length))
-            message.withUnsafeMutableBytes { bytes in
+            var offsets: [Int] = []
+            offsets.reserveCapacity(blocks.count + 1)
+            var total = 0
+            for block in blocks {
+                offsets.append(total)
+                total += PeerMessage.pieceHeaderLength + block.length
+            }
+            offsets.append(total)
+            let buffer = OutgoingBuffer(count: total, pool: blockBuffers)
+            var failures: [(index: Int, error: StorageError)] = []
+            let bytes = buffer.bytes
+            for (index, block) in blocks.enumerated() {
+                guard bytes.count == total else {
+                    failures.append((index, StorageError.system(path: "block buffer", operation: "malloc", errno: ENOMEM)))
+                    continue
+                }
+                let start = offsets[index]
+                PeerMessage.writePieceHeader(piece: block.piece, offset: block.offset, length: block.length,
+                                             to: UnsafeMutableRawBufferPointer(rebasing: bytes[start..<(start + PeerMessage.pieceHeaderLength)]))
+                let data = UnsafeMutableRawBufferPointer(rebasing: bytes[(start + PeerMessage.pieceHeaderLength)..<offsets[index + 1]])
                 do throws(StorageError) {
-                    try storage.read(offset: Int64(block.piece) * Int64(pieceLength) + Int64(block.offset),
-                                     into: UnsafeMutableRawBufferPointer(rebasing: bytes[13...]))
+                    try storage.read(offset: Int64(block.piece) * Int64(pieceLength) + Int64(block.offset), into: data)
                 } catch {
-                    failure = error
+                    failures.append((index, error))
                 }
             }
-            let result = failure == nil ? message : nil
-            let error = failure
-            loop.post { bound.value.blockRead(block, message: result, error: error) }
+            let batch = BlockBatch(number: number, blocks: blocks, offsets: offsets, buffer: buffer, failures: failures)
+            loop.post { bound.value.blocksRead(batch) }
         }
     }
 

@@ -1,0 +1,75 @@
+import EventLoop
+
+enum PeerTransportKind: String, Sendable {
+    case tcp
+    case utp
+}
+
+/// What a transport tells its peer connection. Loop thread only.
+protocol PeerTransportDelegate: AnyObject {
+    /// An outgoing connection was established.
+    func transportConnected(_ transport: PeerTransport)
+    /// Bytes arrived; take them with `readAvailable`.
+    func transportReadable(_ transport: PeerTransport)
+    /// Queued output drained below the transport's low watermark: room for more.
+    func transportWritable(_ transport: PeerTransport)
+    /// The connection ended (EOF, reset, time-out, failed to connect). Not called after
+    /// `close()`.
+    func transportClosed(_ transport: PeerTransport, reason: String)
+}
+
+/// A byte stream to a peer over TCP or uTP: all a `PeerConnection` needs, so the peer
+/// wire runs unchanged over either. Loop thread only.
+protocol PeerTransport: AnyObject {
+    var remote: SocketAddress { get }
+    var kind: PeerTransportKind { get }
+    var delegate: PeerTransportDelegate? { get set }
+    /// Bytes accepted by `write` and not yet handed to the network.
+    var outputLength: Int { get }
+    func write(_ bytes: UnsafeRawBufferPointer)
+    /// Queues all of `buffer`, taking its memory where the transport can send from it.
+    func write(_ buffer: OutgoingBuffer)
+    /// Hands every buffered input chunk to `body` and drains them.
+    func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void)
+    /// Stops or resumes taking input (download limits).
+    func setReading(_ enabled: Bool)
+    /// Closes at once, dropping unsent output; the delegate is not called.
+    func close()
+}
+
+extension PeerTransport {
+    func write(_ bytes: [UInt8]) {
+        bytes.withUnsafeBytes { write($0) }
+    }
+
+    /// Queues a copy of part of `buffer`; the buffer keeps its memory.
+    func write(_ buffer: OutgoingBuffer, range: Range<Int>) {
+        guard let base = buffer.base, range.lowerBound >= 0, range.upperBound <= buffer.count else { return }
+        write(UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count))
+    }
+}
+
+/// TCP through a libevent bufferevent.
+final class TCPTransport: PeerTransport, TCPConnectionDelegate {
+    private let connection: TCPConnection
+    weak var delegate: PeerTransportDelegate?
+
+    init(_ connection: TCPConnection) {
+        self.connection = connection
+        connection.delegate = self
+    }
+
+    var remote: SocketAddress { connection.remote }
+    var kind: PeerTransportKind { .tcp }
+    var outputLength: Int { connection.outputLength }
+    func write(_ bytes: UnsafeRawBufferPointer) { connection.write(bytes) }
+    func write(_ buffer: OutgoingBuffer) { connection.write(buffer) }
+    func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void) { connection.readAvailable(body) }
+    func setReading(_ enabled: Bool) { connection.setReading(enabled) }
+    func close() { connection.close() }
+
+    func connectionEstablished(_ connection: TCPConnection) { delegate?.transportConnected(self) }
+    func connectionReadable(_ connection: TCPConnection) { delegate?.transportReadable(self) }
+    func connectionWritable(_ connection: TCPConnection) { delegate?.transportWritable(self) }
+    func connectionClosed(_ connection: TCPConnection, reason: String) { delegate?.transportClosed(self, reason: reason) }
+}
