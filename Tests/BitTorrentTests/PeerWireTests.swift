@@ -29,6 +29,18 @@ import Testing
         #expect(PeerMessage.keepAlive.encoded() == [0, 0, 0, 0])
     }
 
+    @Test func writesThePieceHeaderInPlaceAsTheEncoderDoes() {
+        var expected: [UInt8] = []
+        PeerMessage.appendPieceHeader(piece: 0x0102_0304, offset: 0x4000, length: 16384, into: &expected)
+        var written = [UInt8](repeating: 0xEE, count: PeerMessage.pieceHeaderLength + 1)
+        written.withUnsafeMutableBytes {
+            PeerMessage.writePieceHeader(piece: 0x0102_0304, offset: 0x4000, length: 16384, to: $0)
+        }
+        #expect(Array(written.prefix(PeerMessage.pieceHeaderLength)) == expected)
+        #expect(written.last == 0xEE)
+        #expect(expected == [0, 0, 0x40, 0x09, 7, 1, 2, 3, 4, 0, 0, 0x40, 0])
+    }
+
     @Test func refusesAHugeLengthBeforeBufferingIt() {
         var decoder = PeerMessageDecoder(maxMessageLength: PeerMessageDecoder.limit(pieceCount: 100))
         decoder.append([0xFF, 0xFF, 0xFF, 0xFF, 7])
