@@ -37,7 +37,7 @@ let package = Package(
         .target(
             name: "Seeder",
             dependencies: [
-                "BitTorrent", "EventLoop", "Trackers", "UDPTracker", "CZstd",
+                "BitTorrent", "EventLoop", "Trackers", "UDPTracker", "Throttle", "UTP", "CZstd",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "TOMLKit", package: "TOMLKit"),
             ]

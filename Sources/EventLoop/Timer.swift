@@ -27,6 +27,12 @@ public final class Timer {
         handler()
     }
 
+    /// Fires the (one-shot) timer `microseconds` from now instead of when it was due,
+    /// so an owner that re-arms often (uTP's single deadline) reuses one event.
+    public func schedule(after microseconds: Int64) {
+        if let event { seeder_evtimer_add(event, max(0, microseconds)) }
+    }
+
     public func cancel() {
         if let event {
             event_del(event)

@@ -100,12 +100,11 @@ enum Server {
             }
         }
         logger.info("seeding .torrent files found in \(config.torrentsDirectory), data from \(config.dataDirectory)")
-        if config.uploadLimit > 0 || config.downloadLimit > 0 {
-            logger.warning("bandwidth limits are parsed but not enforced by this version", metadata: [
-                "upload_limit": "\(ByteUnits.formatRate(config.uploadLimit))",
-                "download_limit": "\(ByteUnits.formatRate(config.downloadLimit))",
-            ])
-        }
+        logger.info("bandwidth limits", metadata: [
+            "upload_limit": "\(ByteUnits.formatRate(config.uploadLimit))",
+            "download_limit": "\(ByteUnits.formatRate(config.downloadLimit))",
+            "torrent_upload_limit": "\(ByteUnits.formatRate(config.torrentUploadLimit))",
+        ])
         let loop = EventLoop()
         let session = Session(config: config, loop: loop, logger: logger, commandLineTorrents: commandLineTorrents, commandLineData: commandLineData)
         session.logLevel = logLevel

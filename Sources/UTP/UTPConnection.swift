@@ -157,6 +157,8 @@ struct UTPConnection {
     var isConnected: Bool { state == .connected }
     var readableBytes: Int { recvBuffer.count }
     var writableBytes: Int { isClosed || fin != .none ? 0 : sendBuffer.freeSpace }
+    /// Written and not yet sent once: what an application's back-pressure should count.
+    var unsentBytes: Int { isClosed ? 0 : Int(sendBase &+ UInt64(sendBuffer.count) &- sendNext) }
     var packetsInFlight: Int { Seq.distance(from: lastAcked, to: nextSeq &- 1) }
     /// The application has read everything and the peer sent FIN.
     var isAtEndOfStream: Bool { recvBuffer.isEmpty && (peerFinished || isClosed) }

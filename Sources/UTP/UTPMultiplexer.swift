@@ -95,6 +95,9 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
     private var strayWindowStart: UInt64 = 0
     private var strayWindowStarted = false
     private var liveCount = 0
+    /// Counters of connections that closed on their own, kept until `takeFinalStats`:
+    /// the slot may be freed before the application sees `.closed`.
+    private var finalStats: [UTPConnectionID: UTPConnectionStats] = [:]
     public private(set) var stats = UTPMultiplexerStats()
 
     /// `packetSize` gives the UDP payload limit toward an endpoint: 1402 for IPv4,
@@ -120,6 +123,8 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
     public func endpoint(of id: UTPConnectionID) -> Endpoint? { slotIndex(id).flatMap { slotEndpoints[$0] } }
     public func readableBytes(_ id: UTPConnectionID) -> Int { slotIndex(id).flatMap { connections[$0]?.readableBytes } ?? 0 }
     public func writableBytes(_ id: UTPConnectionID) -> Int { slotIndex(id).flatMap { connections[$0]?.writableBytes } ?? 0 }
+    /// Bytes written and not yet sent (those in flight do not count).
+    public func unsentBytes(_ id: UTPConnectionID) -> Int { slotIndex(id).flatMap { connections[$0]?.unsentBytes } ?? 0 }
     public func isConnected(_ id: UTPConnectionID) -> Bool { slotIndex(id).flatMap { connections[$0]?.isConnected } ?? false }
     /// True once the peer's FIN has been read past (or the connection is gone) and nothing is left to read.
     public func isAtEndOfStream(_ id: UTPConnectionID) -> Bool { slotIndex(id).flatMap { connections[$0]?.isAtEndOfStream } ?? true }
@@ -142,6 +147,15 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
     public mutating func takeEvents() -> [UTPEvent<Endpoint>] {
         defer { events.removeAll(keepingCapacity: true) }
         return events
+    }
+
+    /// When true, each `.closed` event leaves the connection's last counters for
+    /// `takeFinalStats` (for a log line); the caller must take them.
+    public var keepsFinalStats = false
+
+    /// The counters of a connection as it closed (see `keepsFinalStats`), once.
+    public mutating func takeFinalStats(_ id: UTPConnectionID) -> UTPConnectionStats? {
+        finalStats.removeValue(forKey: id)
     }
 
     // MARK: - Connections
@@ -222,6 +236,7 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
             // The application asked for it; it needs no closed event.
             if case .closed(id, _)? = events.last { events.removeLast() }
         }
+        finalStats[id] = nil
         free(slot)
     }
 
@@ -375,6 +390,7 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
         if signals.contains(.writable) { events.append(.writable(id)) }
         if signals.contains(.closed), let reason = connections[slot]!.closeReason {
             events.append(.closed(id, reason))
+            if keepsFinalStats { finalStats[id] = connections[slot]!.stats }
             unregister(slot)
             if connections[slot]!.readableBytes == 0 { free(slot) }
         }

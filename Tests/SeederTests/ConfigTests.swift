@@ -16,9 +16,10 @@ import Testing
     /// Every key the loader knows appears in Config/seeder.toml.
     @Test func exampleConfigListsEveryKey() throws {
         let text = try String(contentsOfFile: Self.repoRoot + "/Config/seeder.toml", encoding: .utf8)
-        let keys = ["listen_port", "bind_ipv4", "bind_ipv6", "data_dir", "torrents_dir", "state_dir", "disk_threads",
+        let keys = ["listen_port", "bind_ipv4", "bind_ipv6", "utp", "outgoing", "data_dir", "torrents_dir", "state_dir", "disk_threads",
                     "max_open_files", "upload_limit", "download_limit", "max_connections", "max_connections_per_torrent",
                     "max_connections_per_ip", "max_half_open", "upload_slots", "level",
+                    "torrent_upload_limit", "torrent_download_limit", "burst", "count_overhead",
                     "announce_timeout", "stop_timeout", "max_concurrent_announces", "announce_jitter", "numwant", "udp_retries",
                     "listen"]
         for key in keys {
@@ -65,6 +66,8 @@ import Testing
         ("[network]\nlisten_port = 70000\n", "t.toml: network.listen_port: 70000 is out of range: expected 1 to 65535"),
         ("[network]\nlisten_port = 0\n", "t.toml: network.listen_port: 0 is out of range: expected 1 to 65535"),
         ("[network]\nbind_ipv4 = \"::1\"\n", "t.toml: network.bind_ipv4: expected an IPv4 address such as \"0.0.0.0\" or \"\" to disable IPv4, found \"::1\""),
+        ("[network]\noutgoing = \"utp\"\n", "t.toml: network.outgoing: expected one of prefer_utp, prefer_tcp, tcp_only, utp_only, found \"utp\""),
+        ("[network]\nutp = \"yes\"\n", "t.toml: network.utp: expected true or false, found a string (\"yes\")"),
         ("[limits]\nupload_limit = \"fast\"\n", "t.toml: limits.upload_limit: \"fast\" is not a rate: expected a number with an optional unit (B, KiB, MiB, GiB, kB, MB, GB) and /s, or 0 for unlimited"),
         ("[log]\nlevel = \"loud\"\n", "t.toml: log.level: expected one of trace, debug, info, notice, warning, error, critical, found \"loud\""),
         ("netwrok = 1\n", "t.toml: netwrok: unknown key (did you mean `network`?)"),

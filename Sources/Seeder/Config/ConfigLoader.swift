@@ -42,6 +42,14 @@ public enum ConfigLoader {
                 }
                 config.bindIPv6 = address
             }
+            if let value = try network.bool("utp") { config.utpEnabled = value }
+            if let text = try network.string("outgoing") {
+                guard let value = SeederConfig.OutgoingTransport(rawValue: text) else {
+                    let choices = SeederConfig.OutgoingTransport.allCases.map(\.rawValue).joined(separator: ", ")
+                    throw network.error("outgoing", "expected one of \(choices), found \"\(text)\"")
+                }
+                config.outgoing = value
+            }
             try network.rejectUnknownKeys()
         }
 
@@ -57,6 +65,10 @@ public enum ConfigLoader {
         if var limits = try top.table("limits") {
             if let value = try limits.rate("upload_limit") { config.uploadLimit = value }
             if let value = try limits.rate("download_limit") { config.downloadLimit = value }
+            if let value = try limits.rate("torrent_upload_limit") { config.torrentUploadLimit = value }
+            if let value = try limits.rate("torrent_download_limit") { config.torrentDownloadLimit = value }
+            if let value = try limits.size("burst") { config.burst = value }
+            if let value = try limits.bool("count_overhead") { config.countOverhead = value }
             if let value = try limits.integer("max_connections", in: 1...1_000_000) { config.maxConnections = value }
             if let value = try limits.integer("max_connections_per_torrent", in: 1...1_000_000) { config.maxConnectionsPerTorrent = value }
             if let value = try limits.integer("max_connections_per_ip", in: 1...1000) { config.maxConnectionsPerIP = value }
@@ -104,8 +116,10 @@ public enum ConfigLoader {
             for var entry in entries {
                 guard let file = try entry.path("file") else { throw entry.error("file", "missing: the path of the .torrent file") }
                 let data = try entry.path("data_dir")
+                let upload = try entry.rate("upload_limit")
+                let download = try entry.rate("download_limit")
                 try entry.rejectUnknownKeys()
-                config.torrents.append(.init(file: file, dataDirectory: data))
+                config.torrents.append(.init(file: file, dataDirectory: data, uploadLimit: upload, downloadLimit: download))
             }
         }
 
@@ -162,6 +176,28 @@ struct TableReader {
         guard let text = try string(key) else { return nil }
         guard !text.isEmpty else { throw error(key, "expected a path, found an empty string") }
         return text
+    }
+
+    mutating func bool(_ key: String) throws(ConfigError) -> Bool? {
+        guard let value = value(key) else { return nil }
+        guard let flag = value.bool else { throw wrongType(key, expected: "true or false", found: value) }
+        return flag
+    }
+
+    /// A size: an integer of bytes, or a string with a unit ("256KiB").
+    mutating func size(_ key: String) throws(ConfigError) -> Int64? {
+        guard let value = value(key) else { return nil }
+        if let number = value.int {
+            guard number >= 0 else { throw error(key, "\(number) is negative: expected a number of bytes") }
+            return Int64(number)
+        }
+        guard let text = value.string else {
+            throw wrongType(key, expected: "a size such as \"256KiB\" or a number of bytes", found: value)
+        }
+        guard let size = ByteUnits.parseSize(text) else {
+            throw error(key, "\"\(text)\" is not a size: expected a number with an optional unit (B, KiB, MiB, GiB, kB, MB, GB)")
+        }
+        return size
     }
 
     /// A rate: an integer of bytes per second, or a string with a unit ("5MiB/s").

@@ -9,10 +9,16 @@ public struct SeederConfig: Equatable, Sendable {
         public var file: String
         /// Save path for this torrent; nil means the global data directory.
         public var dataDirectory: String?
+        /// Bytes per second for this torrent; nil means `torrent_upload_limit` /
+        /// `torrent_download_limit`.
+        public var uploadLimit: Int64?
+        public var downloadLimit: Int64?
 
-        public init(file: String, dataDirectory: String? = nil) {
+        public init(file: String, dataDirectory: String? = nil, uploadLimit: Int64? = nil, downloadLimit: Int64? = nil) {
             self.file = file
             self.dataDirectory = dataDirectory
+            self.uploadLimit = uploadLimit
+            self.downloadLimit = downloadLimit
         }
     }
 
@@ -23,6 +29,20 @@ public struct SeederConfig: Equatable, Sendable {
     public var bindIPv4 = "0.0.0.0"
     /// IPv6 address to listen on; empty disables IPv6.
     public var bindIPv6 = "::"
+    /// uTP (BEP 29) on the UDP port, incoming and outgoing; false leaves TCP only.
+    public var utpEnabled = true
+    /// Which transport outgoing peer connections use.
+    public var outgoing: OutgoingTransport = .preferUTP
+
+    /// How we dial peers.
+    public enum OutgoingTransport: String, Equatable, Sendable, CaseIterable {
+        /// uTP first; TCP when uTP does not connect within its connect timeout.
+        case preferUTP = "prefer_utp"
+        /// TCP first; uTP when TCP does not connect.
+        case preferTCP = "prefer_tcp"
+        case tcpOnly = "tcp_only"
+        case utpOnly = "utp_only"
+    }
 
     // [storage]
     public var dataDirectory: String
@@ -35,6 +55,14 @@ public struct SeederConfig: Equatable, Sendable {
     /// Bytes per second; 0 is unlimited.
     public var uploadLimit: Int64 = 0
     public var downloadLimit: Int64 = 0
+    /// Limits for each torrent that sets none of its own; 0 is unlimited.
+    public var torrentUploadLimit: Int64 = 0
+    public var torrentDownloadLimit: Int64 = 0
+    /// Bytes a limit may let through at once after a quiet spell; 0 picks one from the
+    /// rate (a twentieth of a second's worth, at least 16 KiB where the rate allows).
+    public var burst: Int64 = 0
+    /// Count BitTorrent message headers against the limits as well as piece data.
+    public var countOverhead = false
     public var maxConnections = 500
     public var maxConnectionsPerTorrent = 100
     public var maxConnectionsPerIP = 4

@@ -4,7 +4,7 @@ import Logging
 
 /// One peer over TCP or uTP: the handshake, then a PeerSession whose decisions it
 /// carries out, with block reads on the disk pool. Loop-owned.
-final class PeerConnection: PeerTransportDelegate {
+final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     enum Phase {
         /// Incoming: waiting for the peer's handshake (48 bytes pick the torrent).
         case awaitingHandshake
@@ -36,6 +36,22 @@ final class PeerConnection: PeerTransportDelegate {
     private var finishedBatches: [Int: PeerServer.BlockBatch] = [:]
     private(set) var uploaded: Int64 = 0
     var everReceived = false
+    /// This peer's place under its torrent's and the global limits.
+    private var bandwidth: BandwidthController.PeerHandle?
+    /// Piece messages waiting for upload bandwidth, in the order they must go out.
+    private var waiting: [OutputSegment] = []
+    private var waitingBytes = 0
+    /// Upload bytes granted and not yet written.
+    private var uploadCredit: Int64 = 0
+
+    /// Part of a block batch's buffer: a `piece` header or a block's data.
+    private struct OutputSegment {
+        let buffer: OutgoingBuffer
+        var range: Range<Int>
+        /// Counts against the limits: block data always, headers with count_overhead.
+        let counted: Bool
+        let isPayload: Bool
+    }
 
     /// Block reads kept in flight per peer: enough to keep a fast link busy while the
     /// disk answers, few enough that a thousand peers cannot flood the disk queue.
@@ -151,6 +167,7 @@ final class PeerConnection: PeerTransportDelegate {
                 let outputs = session.start(torrent: swarm.view, yourIP: remote.ip, now: now)
                 self.session = session
                 phase = .active
+                bandwidth = server.bandwidth.addPeer(to: swarm.bandwidth, client: self)
                 swarm.peerActivated(self)
                 server.logger.debug("peer connected", metadata: ["peer": "\(remote)", "torrent": "\(swarm.torrent.name)",
                                                                  "client": "\(PeerConnection.describe(peerID: peerID!))",
@@ -205,7 +222,7 @@ final class PeerConnection: PeerTransportDelegate {
             // Output waiting plus reads in flight stay under the high watermark, so a
             // slow peer holds about 1 MiB here however many requests it queues; a fast
             // one, whose output the kernel takes at once, gets all 64 reads.
-            let budget = (Self.outputHighWatermark - connection.outputLength) / (PeerMessage.pieceHeaderLength + BlockRequest.maxLength)
+            let budget = (Self.outputHighWatermark - connection.outputLength - waitingBytes) / (PeerMessage.pieceHeaderLength + BlockRequest.maxLength)
             let room = min(Self.maxBatch, Self.maxReadsInFlight - readsInFlight, budget - readsInFlight)
             guard room > 0 else { return }
             if readsInFlight > 0 && session!.queuedCount < min(Self.minBatch, room) { return }
@@ -252,29 +269,77 @@ final class PeerConnection: PeerTransportDelegate {
             if disposition != .send { sendAll = false }
             dispositions.append(disposition)
         }
-        var sent = 0
-        if sendAll {
-            connection.write(batch.buffer)
-            sent = batch.blocks.reduce(0) { $0 + $1.length }
-        } else {
-            for (index, block) in batch.blocks.enumerated() {
-                switch dispositions[index] {
-                case .send:
-                    connection.write(batch.buffer, range: batch.offsets[index]..<batch.offsets[index + 1])
-                    sent += block.length
-                case .reject:
-                    guard perform([.send(.rejectRequest(block))]) else { return false }
-                case .drop:
-                    break
-                }
+        let sending = batch.blocks.indices.filter { dispositions[$0] == .send }
+        guard !sending.isEmpty else { return true }
+        server.servedBlocks(sending.count)
+        let header = PeerMessage.pieceHeaderLength
+        let payload = sending.reduce(0) { $0 + batch.blocks[$1].length }
+        let counted = Int64(payload + (server.countOverhead ? header * sending.count : 0))
+        let granted = bandwidth.map { server.bandwidth.request(.upload, $0, bytes: counted) } ?? counted
+        if waiting.isEmpty && granted >= counted {
+            // Nothing limits this peer now: the batch goes out whole, without a copy.
+            if sendAll {
+                connection.write(batch.buffer)
+            } else {
+                for index in sending { connection.write(batch.buffer, range: batch.offsets[index]..<batch.offsets[index + 1]) }
+            }
+            account(payload)
+            return true
+        }
+        uploadCredit += granted
+        for index in sending {
+            let start = batch.offsets[index]
+            waiting.append(OutputSegment(buffer: batch.buffer, range: start..<(start + header), counted: server.countOverhead, isPayload: false))
+            waiting.append(OutputSegment(buffer: batch.buffer, range: (start + header)..<batch.offsets[index + 1], counted: true, isPayload: true))
+            waitingBytes += batch.offsets[index + 1] - start
+        }
+        writeGranted()
+        return true
+    }
+
+    /// Writes waiting output as far as the granted bandwidth reaches; a block may go out
+    /// in several pieces, so the rate stays smooth below a block's size.
+    private func writeGranted() {
+        var written = 0
+        var payload = 0
+        var consumed = 0
+        while consumed < waiting.count {
+            let segment = waiting[consumed]
+            var take = segment.range.count
+            if segment.counted {
+                guard uploadCredit > 0 else { break }
+                take = min(take, Int(uploadCredit))
+                uploadCredit -= Int64(take)
+            }
+            connection.write(segment.buffer, range: segment.range.lowerBound..<(segment.range.lowerBound + take))
+            written += take
+            if segment.isPayload { payload += take }
+            if take == segment.range.count {
+                consumed += 1
+            } else {
+                waiting[consumed].range = (segment.range.lowerBound + take)..<segment.range.upperBound
+                break
             }
         }
-        if sent > 0 {
-            uploaded += Int64(sent)
-            swarm.uploaded(sent)
-            server.uploaded(sent)
-        }
-        return true
+        waiting.removeFirst(consumed)
+        waitingBytes -= written
+        if payload > 0 { account(payload) }
+    }
+
+    private func account(_ payload: Int) {
+        guard let swarm else { return }
+        uploaded += Int64(payload)
+        swarm.uploaded(payload)
+        server.uploaded(payload)
+    }
+
+    // MARK: BandwidthClient
+
+    func bandwidthGranted(_ direction: BandwidthController.Direction, bytes: Int64) {
+        guard case .active = phase, direction == .upload else { return }
+        uploadCredit += bytes
+        writeGranted()
+        pumpReads()
     }
 
     // MARK: Control
@@ -314,6 +379,13 @@ final class PeerConnection: PeerTransportDelegate {
         let wasConnecting = isConnectPhase
         phase = .closed
         finishedBatches.removeAll()
+        waiting.removeAll()
+        waitingBytes = 0
+        if let bandwidth {
+            if uploadCredit > 0 { server.bandwidth.giveBack(.upload, bandwidth, bytes: uploadCredit) }
+            server.bandwidth.removePeer(bandwidth)
+        }
+        bandwidth = nil
         server.connectionClosed(self, reason: reason, peerFault: peerFault, wasConnecting: wasConnecting)
     }
 

@@ -12,11 +12,15 @@ final class PeerServer {
     let sessionConfiguration: PeerSession.Configuration
     private unowned let loop: EventLoop
     private let pool: DiskPool
-    private let config: SeederConfig
+    private var config: SeederConfig
     private var listeners: [TCPListener] = []
     private var swarms: [InfoHash: Swarm] = [:]
     private var connections: [Int: PeerConnection] = [:]
     private var limits: ConnectionLimits
+    /// Upload and download limits, for TCP and uTP alike.
+    let bandwidth: BandwidthController
+    /// Whether piece message headers count against the limits, not just block data.
+    private(set) var countOverhead: Bool
     private var nextID = 0
     private var nextSwarmIndex = 0
     private var tickTimer: Timer?
@@ -38,6 +42,9 @@ final class PeerServer {
         self.pool = pool
         self.logger = logger
         self.peerID = peerID
+        bandwidth = BandwidthController(loop: loop, global: .init(upload: config.uploadLimit, download: config.downloadLimit),
+                                        burst: config.burst > 0 ? config.burst : nil)
+        countOverhead = config.countOverhead
         var session = PeerSession.Configuration()
         session.clientVersion = "Seeder \(SeederVersion.string)"
         session.listenPort = config.listenPort
@@ -84,12 +91,20 @@ final class PeerServer {
 
     func register(_ torrent: Torrent) {
         guard swarms[torrent.infoHash] == nil else { return }
-        swarms[torrent.infoHash] = Swarm(torrent: torrent, index: nextSwarmIndex, uploadSlots: config.uploadSlots)
+        let handle = bandwidth.addTorrent(limits: Self.limits(of: torrent, config: config))
+        swarms[torrent.infoHash] = Swarm(torrent: torrent, index: nextSwarmIndex, uploadSlots: config.uploadSlots, bandwidth: handle)
         nextSwarmIndex += 1
     }
 
     func unregister(_ infoHash: InfoHash) {
-        swarms.removeValue(forKey: infoHash)?.closeAll(reason: "torrent removed")
+        guard let swarm = swarms.removeValue(forKey: infoHash) else { return }
+        swarm.closeAll(reason: "torrent removed")
+        bandwidth.removeTorrent(swarm.bandwidth)
+    }
+
+    /// A torrent's own limits, or the config's per-torrent default.
+    static func limits(of torrent: Torrent, config: SeederConfig) -> BandwidthController.Limits {
+        .init(upload: torrent.uploadLimit ?? config.torrentUploadLimit, download: torrent.downloadLimit ?? config.torrentDownloadLimit)
     }
 
     func swarm(for infoHash: InfoHash) -> Swarm? { swarms[infoHash] }
@@ -118,6 +133,22 @@ final class PeerServer {
         }
         let connection = TCPTransport(TCPConnection(loop: loop, acceptedSocket: fd, remote: remote))
         add(PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: nil, now: EventLoop.now()), dialing: false)
+    }
+
+    /// An incoming uTP connection (its first DATA arrived): the same limits as a TCP
+    /// accept. False refuses it.
+    func acceptUTP(_ stream: UTPStream) -> Bool {
+        guard !stopping else { return false }
+        let remote = stream.remote
+        if !limits.canAdd(ip: remote.ip) {
+            if limits.count(ip: remote.ip) >= limits.maxPerIP || !evictOldestHandshaking() { return false }
+        }
+        let pendingLimit = max(32, config.maxConnections / 4)
+        if connections.values.lazy.filter({ !$0.outgoing && $0.isHandshaking }).count >= pendingLimit {
+            _ = evictOldestHandshaking()
+        }
+        add(PeerConnection(id: nextConnectionID(), server: self, connection: stream, outgoingTo: nil, now: EventLoop.now()), dialing: false)
+        return true
     }
 
     private func evictOldestHandshaking() -> Bool {
@@ -163,6 +194,19 @@ final class PeerServer {
         guard connections.removeValue(forKey: peer.id) != nil else { return }
         if dialingIDs.remove(peer.id) != nil { limits.dialFinished() }
         limits.removed(ip: peer.remote.ip, torrent: attachedTorrent.removeValue(forKey: peer.id))
+        let isFallback = fallbackIDs.remove(peer.id) != nil
+        if peer.outgoing && wasConnecting && !isFallback && !stopping, let swarm = peer.swarm,
+           let other = fallbackKind(after: peer.connection.kind), limits.canDial(ip: peer.remote.ip),
+           let connection = outgoingTransport(to: peer.remote, kind: other) {
+            // The preferred transport did not connect: try the other one before the
+            // candidate counts as failed.
+            logger.debug("peer \(peer.remote): \(reason); trying \(other.rawValue)")
+            let retry = PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: swarm, now: EventLoop.now())
+            dialingIDs.insert(retry.id)
+            fallbackIDs.insert(retry.id)
+            add(retry, dialing: true)
+            return
+        }
         if let swarm = peer.swarm {
             swarm.peerRemoved(peer)
             if peer.outgoing {
@@ -191,11 +235,44 @@ final class PeerServer {
                     || (listening.contains(address.port) && self.isLocalAddress(address))
             }
             for address in ready where limits.canDial(ip: address.ip) {
-                let connection = TCPTransport(TCPConnection(loop: loop, connectingTo: address))
+                let kind = preferredOutgoingKind
+                guard let connection = outgoingTransport(to: address, kind: kind)
+                    ?? fallbackKind(after: kind).flatMap({ outgoingTransport(to: address, kind: $0) }) else { continue }
                 let peer = PeerConnection(id: nextConnectionID(), server: self, connection: connection, outgoingTo: swarm, now: now)
                 dialingIDs.insert(peer.id)
                 add(peer, dialing: true)
             }
+        }
+    }
+
+    /// uTP on the UDP port; nil when it is off (`network.utp = false`) or the port could not be bound.
+    var utp: UTPService?
+    /// Dials that are the second transport's try, so a failure there does not loop back.
+    private var fallbackIDs = Set<Int>()
+
+    private var preferredOutgoingKind: PeerTransportKind {
+        switch config.outgoing {
+        case .preferUTP: return utp != nil ? .utp : .tcp
+        case .utpOnly: return .utp
+        case .preferTCP, .tcpOnly: return .tcp
+        }
+    }
+
+    /// The transport to try when `kind` failed to connect, if the config allows one.
+    private func fallbackKind(after kind: PeerTransportKind) -> PeerTransportKind? {
+        switch (config.outgoing, kind) {
+        case (.preferUTP, .utp): return .tcp
+        case (.preferTCP, .tcp): return utp != nil ? .utp : nil
+        default: return nil
+        }
+    }
+
+    /// A connecting transport, or nil when uTP is wanted but unavailable (off, no UDP
+    /// socket of that family, or the multiplexer full).
+    private func outgoingTransport(to address: SocketAddress, kind: PeerTransportKind) -> PeerTransport? {
+        switch kind {
+        case .tcp: return TCPTransport(TCPConnection(loop: loop, connectingTo: address))
+        case .utp: return utp?.connect(to: address)
         }
     }
 
@@ -263,7 +340,10 @@ final class PeerServer {
 
     func uploaded(_ bytes: Int) {
         uploadedBytes += Int64(bytes)
-        blocksServed += 1
+    }
+
+    func servedBlocks(_ count: Int) {
+        blocksServed += Int64(count)
     }
 
     // MARK: Periodic work
@@ -283,6 +363,10 @@ final class PeerServer {
     /// A reloaded config's connection limits and upload slots; connections over a
     /// lowered limit are not cut, new ones wait until the count is under it.
     func apply(limits new: SeederConfig) {
+        config = new
+        bandwidth.setGlobal(.init(upload: new.uploadLimit, download: new.downloadLimit), burst: new.burst > 0 ? new.burst : nil)
+        countOverhead = new.countOverhead
+        for swarm in swarms.values { bandwidth.set(swarm.bandwidth, limits: Self.limits(of: swarm.torrent, config: new)) }
         limits.maxConnections = new.maxConnections
         limits.maxPerTorrent = new.maxConnectionsPerTorrent
         limits.maxPerIP = new.maxConnectionsPerIP

@@ -11,11 +11,14 @@ final class Swarm {
     private(set) var view: TorrentView
     private(set) var uploadedBytes: Int64 = 0
     var candidates = PeerCandidates()
+    /// The torrent's place under the global limits.
+    let bandwidth: BandwidthController.TorrentHandle
     private var random = SystemRandomNumberGenerator()
 
-    init(torrent: Torrent, index: Int, uploadSlots: Int) {
+    init(torrent: Torrent, index: Int, uploadSlots: Int, bandwidth: BandwidthController.TorrentHandle) {
         self.torrent = torrent
         self.index = index
+        self.bandwidth = bandwidth
         choker = SeedChoker(slots: uploadSlots)
         view = TorrentView(metainfo: torrent.metainfo, have: torrent.have)
     }

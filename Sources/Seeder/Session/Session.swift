@@ -21,6 +21,7 @@ public final class Session {
     private var stopping = false
     private var peers: PeerServer?
     private var udpPort: UDPPort?
+    private var utp: UTPService?
     private var trackers: TrackerService?
     private var status: StatusService?
     public let peerID = PeerID.generate()
@@ -92,6 +93,8 @@ public final class Session {
             remove(previous, reason: "\(source.file) now holds another torrent")
         }
         let torrent = Torrent(metainfo: metainfo, sourceFile: source.file, dataDirectory: source.dataDirectory, cache: cache)
+        torrent.uploadLimit = source.uploadLimit
+        torrent.downloadLimit = source.downloadLimit
         torrents[metainfo.infoHash] = torrent
         loadedFrom[source.file] = metainfo.infoHash
         checkQueue.append(torrent)
@@ -176,6 +179,11 @@ public final class Session {
         udp.onSendFailed = { [unowned transport] destination, code in transport.sendFailed(to: destination, errorCode: code) }
         trackers.udp = transport
         udpPort = udp
+        guard config.utpEnabled, let peers else { return }
+        let utp = UTPService(loop: loop, port: udp, logger: logger)
+        utp.onAccept = { [unowned peers] stream in peers.acceptUTP(stream) }
+        peers.utp = utp
+        self.utp = utp
     }
 
     private func serve(_ torrent: Torrent) {
@@ -185,6 +193,7 @@ public final class Session {
 
     /// Ends the disk threads after their current jobs. Call after the loop has returned.
     public func shutdown() {
+        utp?.stop()
         udpPort?.close()
         pool.shutdown()
         signals.removeAll()
@@ -229,6 +238,8 @@ public final class Session {
             ("network.listen_port", old.listenPort != new.listenPort),
             ("network.bind_ipv4", old.bindIPv4 != new.bindIPv4),
             ("network.bind_ipv6", old.bindIPv6 != new.bindIPv6),
+            ("network.utp", old.utpEnabled != new.utpEnabled),
+            ("network.outgoing", old.outgoing != new.outgoing),
             ("storage.state_dir", old.stateDirectory != new.stateDirectory),
             ("storage.disk_threads", old.diskThreads != new.diskThreads),
             ("storage.max_open_files", old.maxOpenFiles != new.maxOpenFiles),
@@ -241,9 +252,9 @@ public final class Session {
         trackers?.udp?.configuration.maxRetries = new.udpTrackerRetries
         trackers?.update(announceTimeout: Int32(new.announceTimeout), stopDeadline: UInt64(new.stopTimeout) * 1_000_000,
                          numWant: new.numWant, scheduler: Self.schedulerConfiguration(new))
-        peers?.apply(limits: new)
         let before = Set(torrents.keys)
         syncSources()
+        peers?.apply(limits: new)
         if old.torrentsDirectory != new.torrentsDirectory { startWatching() }
         if old.statusAddress != new.statusAddress { status?.listen(on: new.statusAddress) }
         let after = Set(torrents.keys)
@@ -272,7 +283,10 @@ public final class Session {
             }
             if source.dataDirectory != torrent.dataDirectory {
                 remove(infoHash, reason: "its data directory changed to \(source.dataDirectory)")
+                continue
             }
+            torrent.uploadLimit = source.uploadLimit
+            torrent.downloadLimit = source.downloadLimit
         }
         add(sources: wanted.filter { loadedFrom[$0.file] == nil })
     }

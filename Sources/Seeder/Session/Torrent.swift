@@ -19,6 +19,10 @@ public final class Torrent {
     public let storage: TorrentStorage
     public internal(set) var have: Bitfield
     public internal(set) var state: State = .queued
+    /// Bytes per second from the torrent's own `[[torrent]]` entry; nil: the config's
+    /// per-torrent default applies.
+    public internal(set) var uploadLimit: Int64?
+    public internal(set) var downloadLimit: Int64?
 
     init(metainfo: Metainfo, sourceFile: String, dataDirectory: String, cache: FileHandleCache) {
         self.metainfo = metainfo

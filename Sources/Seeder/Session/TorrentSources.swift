@@ -15,11 +15,17 @@ public struct TorrentSource: Hashable, Sendable {
     public var file: String
     public var dataDirectory: String
     public var origin: Origin
+    /// Bytes per second from the torrent's `[[torrent]]` entry; nil: the config's
+    /// per-torrent default.
+    public var uploadLimit: Int64?
+    public var downloadLimit: Int64?
 
-    public init(file: String, dataDirectory: String, origin: Origin) {
+    public init(file: String, dataDirectory: String, origin: Origin, uploadLimit: Int64? = nil, downloadLimit: Int64? = nil) {
         self.file = file
         self.dataDirectory = dataDirectory
         self.origin = origin
+        self.uploadLimit = uploadLimit
+        self.downloadLimit = downloadLimit
     }
 
     /// Every source the config and command line name, in that order. Files in the
@@ -28,7 +34,8 @@ public struct TorrentSource: Hashable, Sendable {
         var sources: [TorrentSource] = []
         var problems: [String] = []
         for entry in config.torrents {
-            sources.append(TorrentSource(file: entry.file, dataDirectory: entry.dataDirectory ?? config.dataDirectory, origin: .config))
+            sources.append(TorrentSource(file: entry.file, dataDirectory: entry.dataDirectory ?? config.dataDirectory, origin: .config,
+                                         uploadLimit: entry.uploadLimit, downloadLimit: entry.downloadLimit))
         }
         switch listTorrentFiles(in: config.torrentsDirectory) {
         case .success(let files):

@@ -105,9 +105,11 @@ final class StatusService {
         let now = EventLoop.now()
         let torrents = session.torrents.values.sorted { $0.name < $1.name || ($0.name == $1.name && $0.infoHash.description < $1.infoHash.description) }
         var total = StatusSnapshot.Peers(tcp: 0, utp: 0)
+        let utpUploaded = peers.utp?.uploadedBytes ?? 0
         let list = torrents.map { torrent -> StatusSnapshot.Torrent in
             let swarm = peers.swarm(for: torrent.infoHash)
-            let peerCount = StatusSnapshot.Peers(tcp: swarm?.peerCount ?? 0, utp: 0)
+            let utpPeers = swarm?.peers.values.reduce(0) { $0 + ($1.connection.kind == .utp ? 1 : 0) } ?? 0
+            let peerCount = StatusSnapshot.Peers(tcp: (swarm?.peerCount ?? 0) - utpPeers, utp: utpPeers)
             total.tcp += peerCount.tcp
             total.utp += peerCount.utp
             let have = torrent.have.setCount
@@ -125,10 +127,11 @@ final class StatusService {
         return StatusSnapshot(
             version: SeederVersion.string, uptime: Int((now - startedAt) / 1_000_000), listenPort: Int(session.listeningPort),
             transfer: .init(uploadRate: upload.bytesPerSecond, downloadRate: 0, uploaded: peers.uploadedBytes, downloaded: 0),
-            uploadedByTransport: ["tcp": peers.uploadedBytes, "utp": 0], downloadedByTransport: ["tcp": 0, "utp": 0],
+            uploadedByTransport: ["tcp": peers.uploadedBytes - utpUploaded, "utp": utpUploaded], downloadedByTransport: ["tcp": 0, "utp": 0],
             peers: total,
             counters: .init(blocksServed: peers.blocksServed, hashFailures: 0, peerFaults: Int64(peers.peerFaults),
-                            announcesSucceeded: trackers.announcesSucceeded, announcesFailed: trackers.announcesFailed, utpRetransmits: 0),
+                            announcesSucceeded: trackers.announcesSucceeded, announcesFailed: trackers.announcesFailed,
+                            utpRetransmits: peers.utp?.retransmits ?? 0),
             uploadLimit: session.config.uploadLimit, downloadLimit: session.config.downloadLimit,
             torrents: list)
     }
