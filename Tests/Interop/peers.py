@@ -19,6 +19,8 @@ from pathlib import Path
 
 import libtorrent as lt
 
+from conftest import bencode  # noqa: F401  (the tests and benchmarks take it from here too)
+
 KiB = 1 << 10
 MiB = 1 << 20
 SOCKET_BUFFER = 4 * MiB
@@ -197,21 +199,6 @@ class TinyTracker:
 
     def __exit__(self, *exc):
         self.close()
-
-
-def bencode(value) -> bytes:
-    if isinstance(value, int):
-        return b"i%de" % value
-    if isinstance(value, str):
-        value = value.encode()
-    if isinstance(value, bytes):
-        return b"%d:%s" % (len(value), value)
-    if isinstance(value, (list, tuple)):
-        return b"l" + b"".join(bencode(item) for item in value) + b"e"
-    if isinstance(value, dict):
-        items = sorted((key.encode() if isinstance(key, str) else key, item) for key, item in value.items())
-        return b"d" + b"".join(bencode(key) + bencode(item) for key, item in items) + b"e"
-    raise TypeError(type(value).__name__)
 
 
 # --------------------------------------------------------------------------- raw peer wire
