@@ -33,6 +33,8 @@ let package = Package(
         .target(name: "Throttle"),
         .target(name: "UDPTracker", dependencies: ["Trackers"]),
         .target(name: "Trackers", dependencies: ["BitTorrent"]),
+        // Seeded randomness for simulations, tests and fuzzing: runs that replay exactly.
+        .target(name: "SeededRandom"),
 
         .target(
             name: "Seeder",
@@ -54,16 +56,16 @@ let package = Package(
         // libFuzzer entries; built only by Fuzz/run with --sanitize=fuzzer.
         .executableTarget(name: "FuzzMetainfo", dependencies: ["BitTorrent"], path: "Fuzz/Metainfo"),
         .executableTarget(name: "FuzzUTPPacket", dependencies: ["UTP"], path: "Fuzz/UTPPacket"),
-        .executableTarget(name: "FuzzUTPConnection", dependencies: ["UTP"], path: "Fuzz/UTPConnection"),
-        .executableTarget(name: "FuzzUDPTracker", dependencies: ["UDPTracker"], path: "Fuzz/UDPTracker"),
+        .executableTarget(name: "FuzzUTPConnection", dependencies: ["UTP", "SeededRandom"], path: "Fuzz/UTPConnection"),
+        .executableTarget(name: "FuzzUDPTracker", dependencies: ["UDPTracker", "SeededRandom"], path: "Fuzz/UDPTracker"),
 
-        .testTarget(name: "BitTorrentTests", dependencies: ["BitTorrent"]),
+        .testTarget(name: "BitTorrentTests", dependencies: ["BitTorrent", "SeededRandom"]),
         .testTarget(name: "SeederTests", dependencies: ["Seeder", "BitTorrent", "EventLoop"]),
-        .testTarget(name: "TrackersTests", dependencies: ["Trackers", "BitTorrent"]),
-        .testTarget(name: "UTPTests", dependencies: ["UTP"]),
+        .testTarget(name: "TrackersTests", dependencies: ["Trackers", "BitTorrent", "SeededRandom"]),
+        .testTarget(name: "UTPTests", dependencies: ["UTP", "SeededRandom"]),
         .testTarget(name: "EventLoopTests", dependencies: ["EventLoop"]),
-        .testTarget(name: "ThrottleTests", dependencies: ["Throttle"]),
-        .testTarget(name: "UDPTrackerTests", dependencies: ["UDPTracker"]),
+        .testTarget(name: "ThrottleTests", dependencies: ["Throttle", "SeededRandom"]),
+        .testTarget(name: "UDPTrackerTests", dependencies: ["UDPTracker", "SeededRandom"]),
     ],
     swiftLanguageModes: [.v6]
 )

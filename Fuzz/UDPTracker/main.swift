@@ -1,6 +1,7 @@
 import BitTorrent
 import Trackers
 import UDPTracker
+import SeededRandom
 
 /// libFuzzer entry: arbitrary bytes into every UDP tracker reply parser, then into a
 /// client state machine as a script of datagrams and timer events. Nothing may crash.
@@ -98,17 +99,3 @@ enum FuzzUDPTracker {
     }
 }
 
-/// SplitMix64, seeded from the input so a crash reproduces.
-struct SplitMix64: RandomNumberGenerator {
-    private var state: UInt64
-
-    init(seed: UInt64) { state = seed }
-
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}

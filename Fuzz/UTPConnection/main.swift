@@ -1,16 +1,7 @@
 import UTP
+import SeededRandom
 
-/// A deterministic generator so every run of an input is the same.
-struct FuzzRNG: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
+typealias FuzzRNG = SplitMix64
 
 /// Encodes a header the way the wire has it.
 func packet(_ type: UInt8, id: UInt16, seq: UInt16, ack: UInt16, window: UInt32 = 1 << 20, payload: [UInt8] = []) -> [UInt8] {
@@ -35,7 +26,7 @@ public func fuzzUTPConnection(_ data: UnsafePointer<UInt8>, _ size: Int) -> Int3
     config.receiveBufferSize = 64 * 1024
     config.sendBufferSize = 64 * 1024
     var mux = UTPMultiplexer<Int>(configuration: config)
-    var rng = FuzzRNG(state: 1)
+    var rng = FuzzRNG(seed: 1)
     var now: UInt64 = 1_000_000
     let peer = 1
     var batch = UTPDatagramBatch<Int>()

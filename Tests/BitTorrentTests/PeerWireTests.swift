@@ -1,5 +1,6 @@
 import Testing
 @testable import BitTorrent
+import SeededRandom
 
 @Suite struct PeerMessageCodecTests {
     @Test func roundTripsEveryMessage() throws {
@@ -208,29 +209,18 @@ import Testing
     }
 }
 
-/// A deterministic generator for tests.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct SeedChokerTests {
     @Test func unchokesEveryInterestedPeerWithoutSlots() {
         var choker = SeedChoker(slots: 0)
-        var random = SplitMix64(state: 1)
+        var random = SplitMix64(seed: 1)
         let peers = (0..<5).map { SeedChoker.Peer(id: $0, interested: $0 != 2) }
         #expect(choker.rechoke(peers: peers, now: 0, using: &random) == [0, 1, 3, 4])
     }
 
     @Test func rotatesSlotsSoEveryPeerIsServed() {
         var choker = SeedChoker(slots: 2, slotDuration: 30_000_000, optimisticDuration: 30_000_000)
-        var random = SplitMix64(state: 7)
+        var random = SplitMix64(seed: 7)
         let peers = (0..<6).map { SeedChoker.Peer(id: $0, interested: true) }
         var served = Set<Int>()
         var now: UInt64 = 0
@@ -245,7 +235,7 @@ struct SplitMix64: RandomNumberGenerator {
 
     @Test func keepsASlotForItsQuantum() {
         var choker = SeedChoker(slots: 1, slotDuration: 30_000_000, optimisticDuration: 1_000_000_000)
-        var random = SplitMix64(state: 3)
+        var random = SplitMix64(seed: 3)
         let peers = (0..<3).map { SeedChoker.Peer(id: $0, interested: true) }
         let first = choker.rechoke(peers: peers, now: 0, using: &random)
         let second = choker.rechoke(peers: peers, now: 10_000_000, using: &random)

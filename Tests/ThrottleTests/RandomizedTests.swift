@@ -1,12 +1,13 @@
 import Testing
 @testable import Throttle
+import SeededRandom
 
 /// Random interleavings of every event, checking the structure after each step and that
 /// nobody is ever granted more than it asked for.
 @Suite struct RandomizedTests {
     @Test(arguments: [1 as UInt64, 2, 3, 4])
     func randomEventsKeepInvariants(seed: UInt64) {
-        var random = SplitMix64(state: seed)
+        var random = SplitMix64(seed: seed)
         var throttle = BandwidthHierarchy(globalRate: 2 * MiB, now: 0)
         var torrents: [BandwidthHierarchy.TorrentID] = []
         var peers: [BandwidthHierarchy.PeerID] = []

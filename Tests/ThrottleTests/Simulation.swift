@@ -1,22 +1,12 @@
 import Testing
 @testable import Throttle
+import SeededRandom
 
 let KiB: Int64 = 1024
 let MiB: Int64 = 1024 * 1024
 let second: UInt64 = 1_000_000
 let millisecond: UInt64 = 1_000
 
-/// Deterministic randomness so a failing run can be replayed.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 /// How the simulated event loop reacts to the `pollAt` it is given.
 enum PollPattern: Sendable, CustomStringConvertible {
@@ -73,7 +63,7 @@ struct Simulation {
     }
     var pollNow = false
     var pattern: PollPattern
-    var random = SplitMix64(state: 42)
+    var random = SplitMix64(seed: 42)
     /// Polls on a timer, and polls made at once because `pollAt` was already due.
     var polls = 0
     var immediatePolls = 0

@@ -1,5 +1,6 @@
 import Testing
 @testable import Throttle
+import SeededRandom
 
 /// Unlimited pass-through, returned grants, and download bytes charged after the fact.
 @Suite struct TransferTests {
@@ -112,7 +113,7 @@ import Testing
         var window = [Int64](repeating: 0, count: peers.count)
         var received: Int64 = 0
         var now: UInt64 = 0
-        var random = SplitMix64(state: 7)
+        var random = SplitMix64(seed: 7)
         for (index, peer) in peers.enumerated() {
             window[index] += throttle.request(peer, bytes: 64 * KiB, now: now).granted
         }

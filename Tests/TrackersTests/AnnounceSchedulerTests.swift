@@ -1,5 +1,6 @@
 import Testing
 @testable import Trackers
+import SeededRandom
 
 @Suite struct AnnounceSchedulerTests {
     @Test func capsConcurrentAnnounces() {

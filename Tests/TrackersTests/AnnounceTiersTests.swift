@@ -1,5 +1,6 @@
 import Testing
 @testable import Trackers
+import SeededRandom
 
 @Suite struct AnnounceTiersTests {
     static let input = [["a1", "a2", "a3", "a4", "a5"], ["b1", "b2"], ["c1"]]

@@ -1,5 +1,6 @@
 import Testing
 @testable import Trackers
+import SeededRandom
 
 private let a = "http://a.example/announce"
 private let b = "udp://b.example:6969/announce"

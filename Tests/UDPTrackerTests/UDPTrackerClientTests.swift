@@ -2,6 +2,7 @@ import BitTorrent
 import Testing
 import Trackers
 @testable import UDPTracker
+import SeededRandom
 
 /// The client driven by a simulated clock: every time is an argument, nothing waits.
 @Suite struct UDPTrackerClientTests {

@@ -1,5 +1,6 @@
 import Testing
 @testable import UTP
+import SeededRandom
 
 /// Hostile datagrams aimed at a live connection, some spoofed from the real peer's
 /// endpoint with the real connection id, while a transfer runs in the same simulation.

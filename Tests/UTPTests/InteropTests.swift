@@ -1,5 +1,6 @@
 import Testing
 @testable import UTP
+import SeededRandom
 
 /// One multiplexer driven by hand-made packets from a scripted peer (endpoint 9), the
 /// way postgres-nio tests its state machines: no sockets, no clock.

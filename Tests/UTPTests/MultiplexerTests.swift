@@ -1,5 +1,6 @@
 import Testing
 @testable import UTP
+import SeededRandom
 
 @Suite struct MultiplexerTests {
     /// Twenty connections from one endpoint to another share a 20 Mbit/s bottleneck;

@@ -1,5 +1,6 @@
 import Testing
 @testable import UTP
+import SeededRandom
 
 private func header(_ type: UTPPacketType) -> UTPHeader {
     UTPHeader(type: type, connectionID: 0xBEEF, timestamp: 0x0102_0304, timestampDifference: 0x0506_0708,

@@ -1,5 +1,6 @@
 import Testing
 @testable import UTP
+import SeededRandom
 
 private let tenMiB = 10 * 1024 * 1024
 

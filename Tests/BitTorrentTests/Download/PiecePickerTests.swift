@@ -1,5 +1,6 @@
 import Testing
 @testable import BitTorrent
+import SeededRandom
 
 @Suite struct BlockLayoutTests {
     @Test func shortLastPieceAndLastBlock() {

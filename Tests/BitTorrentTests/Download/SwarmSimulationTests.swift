@@ -1,5 +1,6 @@
 import Testing
 @testable import BitTorrent
+import SeededRandom
 
 /// Three fake peers with different pieces, rates and choking habits feed one picker
 /// over simulated time, through `PeerDownload`, until the torrent is complete.

@@ -1,0 +1,19 @@
+/// A seeded generator (SplitMix64: Steele, Lea and Flood 2014, the seeding generator of
+/// xoshiro) for everything that must replay exactly: simulated networks and swarms,
+/// shuffles and jitter in tests, fuzz inputs. Never for anything a peer could guess.
+public struct SplitMix64: RandomNumberGenerator, Sendable {
+    public var state: UInt64
+
+    public init(seed: UInt64) { state = seed }
+
+    public mutating func next() -> UInt64 {
+        state &+= 0x9E37_79B9_7F4A_7C15
+        var z = state
+        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
+        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
+        return z ^ (z >> 31)
+    }
+
+    /// Uniform in [0, 1).
+    public mutating func unit() -> Double { Double(next() >> 11) / Double(1 << 53) }
+}
