@@ -17,7 +17,6 @@ Every process started here is stopped by its PID.
 
 import argparse
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -35,28 +34,10 @@ import libtorrent as lt  # noqa: E402
 import peers  # noqa: E402
 
 
-class LimitedOurSeeder(st.Seeder):
-    kind = "seeder"
-
-    def __init__(self, binary: Path, work: Path, payload: Path, torrent: Path, limit: int, transport: str):
-        self.port = free_port()
-        base = work / "ours"
-        shutil.rmtree(base, ignore_errors=True)
-        (base / "torrents").mkdir(parents=True)
-        config = base / "seeder.toml"
-        outgoing = "utp_only" if transport == "utp" else "tcp_only"
-        config.write_text(
-            f'[network]\nlisten_port = {self.port}\nbind_ipv4 = "127.0.0.1"\nbind_ipv6 = ""\noutgoing = "{outgoing}"\n\n'
-            f'[storage]\ndata_dir = "{payload.parent}"\ntorrents_dir = "{base / "torrents"}"\n'
-            f'state_dir = "{base / "state"}"\n\n[limits]\nupload_limit = {limit}\n\n[status]\nlisten = ""\n\n'
-            f'[log]\nlevel = "info"\n')
-        self.log = base / "seeder.log"
-        with open(self.log, "wb") as log:
-            self.process = subprocess.Popen([str(binary), "run", "--config", str(config), str(torrent)],
-                                            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        name = re.escape(payload.name)
-        wait_until(lambda: re.search(rf"seeding {name} \(", self.log.read_text(errors="replace")), 300,
-                   "our seeder checking the data", self.process, self.log)
+def limited_our_seeder(binary: Path, work: Path, payload: Path, torrent: Path, limit: int, transport: str):
+    outgoing = "utp_only" if transport == "utp" else "tcp_only"
+    return st.OurSeeder(binary, work, payload, torrent, network=f'outgoing = "{outgoing}"\n',
+                        limits=f"upload_limit = {limit}\n")
 
 
 class LimitedLibtorrentSeeder(st.Seeder):
@@ -180,7 +161,7 @@ def main():
             limit = int(limit_mib * MiB)
             for kind in args.seeders.split(","):
                 if kind == "seeder":
-                    seeder = LimitedOurSeeder(Path(args.binary), work, payload, torrent, limit, args.transport)
+                    seeder = limited_our_seeder(Path(args.binary), work, payload, torrent, limit, args.transport)
                 elif kind == "libtorrent":
                     seeder = LimitedLibtorrentSeeder(work, payload, torrent, limit, args.transport)
                 else:

@@ -120,15 +120,17 @@ class Seeder:
 class OurSeeder(Seeder):
     kind = "seeder"
 
-    def __init__(self, binary: Path, work: Path, payload: Path, torrent: Path):
+    def __init__(self, binary: Path, work: Path, payload: Path, torrent: Path, *, network: str = "", limits: str = ""):
+        """`network` and `limits` are extra TOML lines for those sections."""
         self.port = free_port()
         base = work / "ours"
+        shutil.rmtree(base, ignore_errors=True)
         (base / "torrents").mkdir(parents=True, exist_ok=True)
         config = base / "seeder.toml"
         config.write_text(
-            f'[network]\nlisten_port = {self.port}\nbind_ipv4 = "127.0.0.1"\nbind_ipv6 = ""\n\n'
+            f'[network]\nlisten_port = {self.port}\nbind_ipv4 = "127.0.0.1"\nbind_ipv6 = ""\n{network}\n'
             f'[storage]\ndata_dir = "{payload.parent}"\ntorrents_dir = "{base / "torrents"}"\n'
-            f'state_dir = "{base / "state"}"\n\n[log]\nlevel = "info"\n')
+            f'state_dir = "{base / "state"}"\n\n[limits]\n{limits}\n[status]\nlisten = ""\n\n[log]\nlevel = "info"\n')
         self.log = base / "seeder.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([str(binary), "run", "--config", str(config), str(torrent)],
