@@ -27,6 +27,8 @@ public struct UTPMultiplexerStats: Sendable, Equatable {
     public var synsReceived = 0
     public var duplicateSyns = 0
     public var halfOpenEvicted = 0
+    /// Connections accepted from a SYN cookie after their half-open entry was gone.
+    public var cookiesAccepted = 0
     public var halfOpenExpired = 0
     public var refused = 0
     public var strayPackets = 0
@@ -95,6 +97,8 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
     private var strayWindowStart: UInt64 = 0
     private var strayWindowStarted = false
     private var liveCount = 0
+    /// Secret for SYN cookies, drawn from the caller's rng at the first SYN.
+    private var cookieKey: UInt64?
     /// Counters of connections that closed on their own, kept until `takeFinalStats`:
     /// the slot may be freed before the application sees `.closed`.
     private var finalStats: [UTPConnectionID: UTPConnectionStats] = [:]
@@ -275,6 +279,12 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
             } else if let pending = halfOpen.removeValue(forKey: key) {
                 let slot = promote(pending, key: key, now: now)
                 deliver(packet, datagram, to: slot, now: now)
+            } else if h.type == .data, let pending = acceptCookie(h, from: endpoint, now: now) {
+                // A SYN flood pushed this peer's half-open entry out (or it expired) before
+                // its DATA arrived; the ISN we sent is a cookie, so the DATA proves the handshake.
+                stats.cookiesAccepted += 1
+                let slot = promote(pending, key: key, now: now)
+                deliver(packet, datagram, to: slot, now: now)
             } else {
                 stats.strayPackets += 1
                 sendStrayReset(h, to: endpoint, now: now)
@@ -433,7 +443,16 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
             stats.halfOpenEvicted += 1
         }
         halfOpenSerial += 1
-        let pending = HalfOpen(synSeq: h.seqNr, isn: UInt16.random(in: .min ... .max, using: &rng),
+        // Under a SYN flood (the table half full) the ISN is a cookie, so that a peer whose
+        // entry the flood pushes out is still accepted by its first DATA. Otherwise random.
+        let isn: UInt16
+        if halfOpen.count >= max(configuration.maxHalfOpen, 1) / 2 {
+            if cookieKey == nil { cookieKey = UInt64.random(in: .min ... .max, using: &rng) }
+            isn = cookie(endpoint: endpoint, synID: h.connectionID, synSeq: h.seqNr, slot: now >> Self.cookieSlotShift)
+        } else {
+            isn = UInt16.random(in: .min ... .max, using: &rng)
+        }
+        let pending = HalfOpen(synSeq: h.seqNr, isn: isn,
                                packetSize: packetSizeFor(endpoint), created: now, serial: halfOpenSerial,
                                peerTimestamp: h.timestamp)
         halfOpen[key] = pending
@@ -457,6 +476,43 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
         let slot = allocate(connection, endpoint: key.endpoint)
         events.append(.accepted(id(of: slot), key.endpoint))
         return slot
+    }
+
+    /// A cookie is valid in the time slot of its SYN and the next (33.5 s slots): longer
+    /// than the half-open timeout, short enough that old ISNs do not open connections.
+    static var cookieSlotShift: UInt64 { 25 }
+
+    /// Our ISN for a SYN: a keyed hash of the SYN, so that the first DATA can be checked
+    /// without state (TCP's SYN cookies), with the random key keeping it unguessable.
+    private func cookie(endpoint: Endpoint, synID: UInt16, synSeq: UInt16, slot: UInt64) -> UInt16 {
+        var hasher = Hasher()
+        hasher.combine(cookieKey ?? 0)
+        hasher.combine(endpoint)
+        hasher.combine(synID)
+        hasher.combine(synSeq)
+        hasher.combine(slot)
+        return UInt16(truncatingIfNeeded: hasher.finalize())
+    }
+
+    /// The half-open state a DATA packet proves: it acks our cookie ISN - 1 (the
+    /// initiator's ack of a SYN-ACK) and its seq_nr is one of the first few after its
+    /// SYN (earlier DATA may have been lost). Nil when it proves nothing.
+    private mutating func acceptCookie(_ h: UTPHeader, from endpoint: Endpoint, now: UInt64) -> HalfOpen? {
+        guard cookieKey != nil, liveCount < configuration.maxConnections else { return nil }
+        let synID = h.connectionID &- 1
+        let isn = h.ackNr &+ 1
+        let currentSlot = now >> Self.cookieSlotShift
+        for slot in [currentSlot, currentSlot &- 1] {
+            for back in 1 ... 4 as ClosedRange<UInt16> {
+                let synSeq = h.seqNr &- back
+                if cookie(endpoint: endpoint, synID: synID, synSeq: synSeq, slot: slot) == isn {
+                    halfOpenSerial += 1
+                    return HalfOpen(synSeq: synSeq, isn: isn, packetSize: packetSizeFor(endpoint), created: now,
+                                    serial: halfOpenSerial, peerTimestamp: h.timestamp)
+                }
+            }
+        }
+        return nil
     }
 
     /// libutp accepts a RESET carrying either of its ids; so do we, from that endpoint only.

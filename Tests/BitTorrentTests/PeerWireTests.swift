@@ -199,6 +199,20 @@ import SeededRandom
         #expect(haveOutOfRange.isClosed)
     }
 
+    /// A leecher keeps seeds (that is where its data comes from) until its own download
+    /// completes; then the seeds go.
+    @Test func seedsAreLetGoOnlyOnceOurDownloadCompletes() {
+        var fromSeed = session()
+        #expect(fromSeed.receive(.haveAll, torrent: torrent(complete: false), now: 1) == [])
+        #expect(fromSeed.receive(.unchoke, torrent: torrent(complete: false), now: 1) == [])
+        #expect(fromSeed.receive(.piece(piece: 0, offset: 0, data: [1, 2, 3]), torrent: torrent(complete: false), now: 1) == [])
+        #expect(fromSeed.torrentCompleted(torrent: torrent()) == [.close(.bothSeeds)])
+        var fromLeecher = session()
+        #expect(fromLeecher.receive(.haveNone, torrent: torrent(complete: false), now: 1) == [])
+        #expect(fromLeecher.torrentCompleted(torrent: torrent()) == [])
+        #expect(!fromLeecher.isClosed)
+    }
+
     @Test func keepsAliveAndTimesOut() {
         var peer = session()
         #expect(peer.tick(now: 59_000_000) == [])

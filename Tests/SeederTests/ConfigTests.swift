@@ -20,6 +20,7 @@ import Testing
                     "max_open_files", "upload_limit", "download_limit", "max_connections", "max_connections_per_torrent",
                     "max_connections_per_ip", "max_half_open", "upload_slots", "level",
                     "torrent_upload_limit", "torrent_download_limit", "burst", "count_overhead",
+                    "resume_interval", "preallocate", "invalid_threshold",
                     "announce_timeout", "stop_timeout", "max_concurrent_announces", "announce_jitter", "numwant", "udp_retries",
                     "listen"]
         for key in keys {

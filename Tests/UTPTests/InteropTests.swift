@@ -357,3 +357,27 @@ private func accepted(_ s: inout Scripted, payload: [UInt8] = Array("hello".utf8
         #expect(s.mux.stats(of: id)?.fastRetransmits == 0)
     }
 }
+
+extension InteropTests {
+    /// Under a SYN flood the ISN is a cookie: a peer whose half-open entry the flood
+    /// pushed out is still accepted by its first DATA, and a DATA with a wrong ack is not.
+    @Test func synCookieSurvivesEviction() {
+        var config = UTPConfiguration()
+        config.maxHalfOpen = 4
+        var s = Scripted(configuration: config)
+        _ = s.deliver([UTPPacket(header: h(.syn, id: 100, seq: 1, ack: 0)), UTPPacket(header: h(.syn, id: 200, seq: 1, ack: 0))])
+        let synAck = s.deliver([UTPPacket(header: h(.syn, id: 500, seq: 1000, ack: 0, wnd: 0))])
+        let isn = synAck[0].header.seqNr
+        _ = s.deliver((0 ..< 8).map { UTPPacket(header: h(.syn, id: 1000 + UInt16($0) * 3, seq: 1, ack: 0)) })
+        #expect(s.mux.stats.halfOpenEvicted >= 3)
+        _ = s.deliver([UTPPacket(header: h(.data, id: 501, seq: 1001, ack: isn &+ 7), payload: [1])])
+        #expect(s.mux.takeEvents().isEmpty)
+        _ = s.deliver([UTPPacket(header: h(.data, id: 501, seq: 1001, ack: isn &- 1), payload: Array("hello".utf8))])
+        let events = s.mux.takeEvents()
+        guard case .accepted(_, 9)? = events.first else {
+            Issue.record("not accepted: \(events)")
+            return
+        }
+        #expect(s.mux.stats.cookiesAccepted == 1)
+    }
+}

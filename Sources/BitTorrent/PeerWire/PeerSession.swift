@@ -332,6 +332,13 @@ public struct PeerSession {
         return [.send(.have(piece: piece))]
     }
 
+    /// Our torrent just became complete (a download finished): a peer that is a seed
+    /// has nothing for us now, nor we for it.
+    public mutating func torrentCompleted(torrent: TorrentView) -> [Output] {
+        guard case .active = state else { return [] }
+        return checkBothSeeds(torrent)
+    }
+
     private mutating func checkBothSeeds(_ torrent: TorrentView) -> [Output] {
         guard torrent.isComplete else { return [] }
         return peerIsSeed ? close(.bothSeeds) : []

@@ -59,6 +59,8 @@ public enum ConfigLoader {
             if let value = try storage.path("state_dir") { config.stateDirectory = value }
             if let value = try storage.integer("disk_threads", in: 0...64) { config.diskThreads = value }
             if let value = try storage.integer("max_open_files", in: 8...1_000_000) { config.maxOpenFiles = value }
+            if let value = try storage.integer("resume_interval", in: 1...86_400) { config.resumeInterval = value }
+            if let value = try storage.bool("preallocate") { config.preallocate = value }
             try storage.rejectUnknownKeys()
         }
 
@@ -74,6 +76,7 @@ public enum ConfigLoader {
             if let value = try limits.integer("max_connections_per_ip", in: 1...1000) { config.maxConnectionsPerIP = value }
             if let value = try limits.integer("max_half_open", in: 1...10_000) { config.maxHalfOpen = value }
             if let value = try limits.integer("upload_slots", in: 0...10_000) { config.uploadSlots = value }
+            if let value = try limits.integer("invalid_threshold", in: 1...1000) { config.invalidThreshold = value }
             try limits.rejectUnknownKeys()
         }
 

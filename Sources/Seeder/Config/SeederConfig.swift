@@ -50,6 +50,12 @@ public struct SeederConfig: Equatable, Sendable {
     public var stateDirectory: String
     public var diskThreads = 0
     public var maxOpenFiles = 512
+    /// Seconds between resume-data saves while a torrent downloads (also saved at
+    /// completion and at shutdown).
+    public var resumeInterval = 30
+    /// Reserve each file's full length (posix_fallocate) before its first write,
+    /// instead of growing sparse files.
+    public var preallocate = false
 
     // [limits]
     /// Bytes per second; 0 is unlimited.
@@ -69,6 +75,8 @@ public struct SeederConfig: Equatable, Sendable {
     public var maxHalfOpen = 64
     /// Peers unchoked at once per torrent, rotated; 0 unchokes every interested peer.
     public var uploadSlots = 0
+    /// Failed pieces an address may contribute to before it is banned for the session.
+    public var invalidThreshold = 3
 
     // [trackers]
     /// Seconds an announce may take before it counts as failed.

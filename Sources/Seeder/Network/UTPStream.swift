@@ -25,6 +25,8 @@ final class UTPStream: PeerTransport {
     var pendingReadable = false
     var pendingEndOfStream = false
     let outgoing: Bool
+    /// The connection's counters as it ended, for the closing log line.
+    var finalStats: UTPConnectionStats?
     /// Incoming streams are connected from the start; outgoing ones once the SYN-ACK came.
     var everConnected: Bool
 

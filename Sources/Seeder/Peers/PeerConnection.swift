@@ -43,6 +43,19 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     private var waitingBytes = 0
     /// Upload bytes granted and not yet written.
     private var uploadCredit: Int64 = 0
+    /// The download half, while our torrent misses pieces (see DownloadGuide).
+    private(set) var download: PeerDownload<DownloadPeer>?
+    private var random = SystemRandomNumberGenerator()
+    /// Piece payload received from this peer.
+    private(set) var downloaded: Int64 = 0
+    /// Reading stopped until the download limits grant bytes again.
+    private var readingPaused = false
+    /// Reading stopped until the disk has written what the torrent received.
+    private var diskPaused = false
+
+    /// What a paused connection asks for to be woken: once granted, it is given back
+    /// and reading resumes, each read being charged as it arrives (`consume`).
+    static let downloadWakeUp: Int64 = 16 * 1024
 
     /// Part of a block batch's buffer: a `piece` header or a block's data.
     private struct OutputSegment {
@@ -51,7 +64,16 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         /// Counts against the limits: block data always, headers with count_overhead.
         let counted: Bool
         let isPayload: Bool
+        /// A message ends with this segment (a piece's data, or a control message).
+        var endsMessage = true
+        /// A control message queued behind a block cut short by the limits.
+        var isControl = false
     }
+
+    /// The last bytes written stopped inside a `piece` message (the upload limit cut a
+    /// block short): control messages must wait until it is complete, or they would land
+    /// inside its data.
+    private var midMessage = false
 
     /// Block reads kept in flight per peer: enough to keep a fast link busy while the
     /// disk answers, few enough that a thousand peers cannot flood the disk queue.
@@ -101,9 +123,19 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     }
 
     func transportReadable(_ transport: PeerTransport) {
-        connection.readAvailable { bytes in decoder.append(bytes) }
+        var received = 0
+        connection.readAvailable { bytes in
+            decoder.append(bytes)
+            received += bytes.count
+        }
         everReceived = true
         processInput()
+        if received > 0 { chargeDownload(received) }
+        if !diskPaused, case .active = phase, let torrentDownload = swarm?.download, torrentDownload.isBackedUp {
+            diskPaused = true
+            torrentDownload.noteBackedUp()
+            connection.setReading(false)
+        }
     }
 
     func transportWritable(_ transport: PeerTransport) {
@@ -121,6 +153,9 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         while true {
             switch phase {
             case .awaitingHandshake:
+                guard !server.isBanned(remote.ip) else {
+                    return close("banned: sent pieces that failed their hash check", peerFault: false)
+                }
                 guard decoder.bufferedByteCount >= Handshake.prefixLength else { return }
                 let prefix = decoder.takeRaw(Handshake.prefixLength)!
                 let parsed: (reserved: [UInt8], infoHash: InfoHash)
@@ -168,6 +203,9 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
                 self.session = session
                 phase = .active
                 bandwidth = server.bandwidth.addPeer(to: swarm.bandwidth, client: self)
+                if swarm.download != nil {
+                    download = PeerDownload(peer: DownloadPeer(connection: id, ip: remote.ip), peerSupportsFast: session.peerSupportsFast, now: now)
+                }
                 swarm.peerActivated(self)
                 server.logger.debug("peer connected", metadata: ["peer": "\(remote)", "torrent": "\(swarm.torrent.name)",
                                                                  "client": "\(PeerConnection.describe(peerID: peerID!))",
@@ -187,6 +225,12 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
                 let outputs = session!.receive(message, torrent: swarm.view, now: now)
                 guard perform(outputs) else { return }
                 if session!.peerInterested != wasInterested { swarm.interestChanged(self) }
+                if case .piece(_, _, let data) = message {
+                    downloaded += Int64(data.count)
+                    swarm.downloaded(data.count)
+                    server.downloaded(data.count, over: connection.kind)
+                }
+                guard receiveForDownload(message, swarm: swarm, now: now) else { return }
             case .awaitingConnect, .closed:
                 return
             }
@@ -203,13 +247,32 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
             case .send(let message):
                 message.encode(into: &bytes)
             case .close(let reason):
-                connection.write(bytes)
+                writeControl(bytes)
                 close(reason.description, peerFault: reason.isPeerFault)
                 return false
             }
         }
-        connection.write(bytes)
+        writeControl(bytes)
         return true
+    }
+
+    /// Writes protocol messages (not block data): at once, unless a block the upload
+    /// limit cut short is still going out, in which case they follow right after it.
+    private func writeControl(_ bytes: [UInt8]) {
+        guard !bytes.isEmpty else { return }
+        guard midMessage, !waiting.isEmpty else {
+            connection.write(bytes)
+            return
+        }
+        let buffer = OutgoingBuffer(count: bytes.count)
+        guard buffer.bytes.count == bytes.count else { return }
+        bytes.withUnsafeBytes { buffer.bytes.copyMemory(from: $0) }
+        // After the segment that ends the message in progress (a piece's data; its
+        // header may itself be cut short), and after control messages already there.
+        var index = (waiting.firstIndex { $0.endsMessage } ?? waiting.count - 1) + 1
+        while index < waiting.count && waiting[index].isControl { index += 1 }
+        waiting.insert(OutputSegment(buffer: buffer, range: 0..<bytes.count, counted: false, isPayload: false, isControl: true), at: index)
+        waitingBytes += bytes.count
     }
 
     // MARK: Serving blocks
@@ -289,7 +352,8 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         uploadCredit += granted
         for index in sending {
             let start = batch.offsets[index]
-            waiting.append(OutputSegment(buffer: batch.buffer, range: start..<(start + header), counted: server.countOverhead, isPayload: false))
+            waiting.append(OutputSegment(buffer: batch.buffer, range: start..<(start + header), counted: server.countOverhead, isPayload: false,
+                                         endsMessage: false))
             waiting.append(OutputSegment(buffer: batch.buffer, range: (start + header)..<batch.offsets[index + 1], counted: true, isPayload: true))
             waitingBytes += batch.offsets[index + 1] - start
         }
@@ -313,6 +377,7 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
             }
             connection.write(segment.buffer, range: segment.range.lowerBound..<(segment.range.lowerBound + take))
             written += take
+            midMessage = take < segment.range.count || !segment.endsMessage
             if segment.isPayload { payload += take }
             if take == segment.range.count {
                 consumed += 1
@@ -336,7 +401,11 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     // MARK: BandwidthClient
 
     func bandwidthGranted(_ direction: BandwidthController.Direction, bytes: Int64) {
-        guard case .active = phase, direction == .upload else { return }
+        guard case .active = phase else { return }
+        if direction == .download {
+            resumeReading(granted: bytes)
+            return
+        }
         uploadCredit += bytes
         writeGranted()
         pumpReads()
@@ -357,7 +426,11 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
                 close(isConnectPhase ? "connect timed out" : "no handshake within \(handshakeTimeout / 1_000_000) s", peerFault: false)
             }
         case .active:
-            perform(session!.tick(now: now))
+            guard perform(session!.tick(now: now)) else { return }
+            if download != nil, let torrentDownload = swarm?.download {
+                let outputs = download!.tick(picker: &torrentDownload.picker, now: now, using: &random)
+                carryOut(outputs, data: nil)
+            }
         case .closed:
             break
         }
@@ -381,12 +454,123 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         finishedBatches.removeAll()
         waiting.removeAll()
         waitingBytes = 0
+        if download != nil, let torrentDownload = swarm?.download {
+            download!.disconnected(picker: &torrentDownload.picker)
+        }
+        download = nil
         if let bandwidth {
             if uploadCredit > 0 { server.bandwidth.giveBack(.upload, bandwidth, bytes: uploadCredit) }
+            if readingPaused { server.bandwidth.cancel(.download, bandwidth) }
             server.bandwidth.removePeer(bandwidth)
         }
         bandwidth = nil
         server.connectionClosed(self, reason: reason, peerFault: peerFault, wasConnecting: wasConnecting)
+    }
+
+    // MARK: Downloading
+
+    /// Feeds a message to the download half; false once the connection closed.
+    private func receiveForDownload(_ message: PeerMessage, swarm: Swarm, now: UInt64) -> Bool {
+        guard download != nil, let torrentDownload = swarm.download else { return true }
+        if case .extended(let id, _) = message, id == 0, let handshake = session!.peerExtensions {
+            download!.extensionHandshake(handshake)
+            return true
+        }
+        let outputs = download!.receive(message, picker: &torrentDownload.picker, now: now, using: &random)
+        var data: [UInt8]?
+        if case .piece(_, _, let bytes) = message { data = bytes }
+        guard carryOut(outputs, data: data) else { return false }
+        // A peer that keeps sending blocks nobody asked for is wasting our bandwidth.
+        if download!.unexpectedBlocks > Self.maxUnexpectedBlocks {
+            close("sent more than \(Self.maxUnexpectedBlocks) blocks we did not ask for", peerFault: true)
+            return false
+        }
+        return true
+    }
+
+    static let maxUnexpectedBlocks = 200
+
+    /// Carries out the download half's outputs; false once the connection closed.
+    @discardableResult
+    private func carryOut(_ outputs: [PeerDownload<DownloadPeer>.Output], data: [UInt8]?) -> Bool {
+        guard !outputs.isEmpty, let swarm, let torrentDownload = swarm.download else { return true }
+        var bytes: [UInt8] = []
+        for output in outputs {
+            switch output {
+            case .send(let message):
+                message.encode(into: &bytes)
+            case .write(let block):
+                if let data { torrentDownload.write(block, data: data) }
+            case .verify(let piece):
+                torrentDownload.verify(piece)
+            case .cancel(let block, let other):
+                swarm.peers[other.connection]?.cancelDownload(block)
+            case .close(let reason):
+                writeControl(bytes)
+                close(reason.description, peerFault: reason.isPeerFault)
+                return false
+            }
+        }
+        if !bytes.isEmpty {
+            writeControl(bytes)
+            session?.sent(now: EventLoop.now())
+        }
+        return true
+    }
+
+    /// End game: another peer delivered a block this one also had outstanding.
+    func cancelDownload(_ block: BlockRequest) {
+        guard case .active = phase, download != nil, let torrentDownload = swarm?.download else { return }
+        carryOut(download!.cancel(block, picker: &torrentDownload.picker, now: EventLoop.now(), using: &random), data: nil)
+    }
+
+    /// A downloaded piece passed its hash check: `have` to this peer, and our interest
+    /// in it re-evaluated.
+    func pieceVerified(_ piece: Int) {
+        guard case .active = phase else { return }
+        guard perform(session!.announce(piece: piece, now: EventLoop.now())) else { return }
+        if download != nil, let torrentDownload = swarm?.download {
+            carryOut(download!.updateInterest(picker: torrentDownload.picker), data: nil)
+        }
+    }
+
+    /// The torrent is complete: no more download half, and a seed peer is let go.
+    func torrentCompleted() {
+        download = nil
+        diskDrained()
+        guard case .active = phase, let swarm else { return }
+        perform(session!.torrentCompleted(torrent: swarm.view))
+    }
+
+    /// Charges bytes read against the download limits; past the allowance, stops
+    /// reading until the limits grant more.
+    private func chargeDownload(_ bytes: Int) {
+        guard case .active = phase, let bandwidth, !readingPaused else { return }
+        server.bandwidth.consume(.download, bandwidth, bytes: Int64(bytes))
+        guard server.bandwidth.allowance(.download, bandwidth) <= 0 else { return }
+        readingPaused = true
+        connection.setReading(false)
+        let granted = server.bandwidth.request(.download, bandwidth, bytes: Self.downloadWakeUp)
+        if granted > 0 { resumeReading(granted: granted) }
+    }
+
+    private func resumeReading(granted: Int64) {
+        guard readingPaused, let bandwidth else {
+            if let bandwidth, granted > 0 { server.bandwidth.giveBack(.download, bandwidth, bytes: granted) }
+            return
+        }
+        readingPaused = false
+        // The grant only wakes us: reads are charged as they arrive.
+        if granted > 0 { server.bandwidth.giveBack(.download, bandwidth, bytes: granted) }
+        if !diskPaused { connection.setReading(true) }
+    }
+
+    /// The torrent's disk writes caught up (or the download ended): read again.
+    func diskDrained() {
+        guard diskPaused else { return }
+        diskPaused = false
+        guard case .active = phase, !readingPaused else { return }
+        connection.setReading(true)
     }
 
     static func describe(peerID: [UInt8]) -> String {

@@ -31,6 +31,12 @@ final class PeerServer {
     private(set) var uploadedBytes: Int64 = 0
     private(set) var blocksServed: Int64 = 0
     private(set) var peerFaults = 0
+    private(set) var downloadedBytes: Int64 = 0
+    private(set) var hashFailures: Int64 = 0
+    private(set) var downloadedUTPBytes: Int64 = 0
+    /// Strikes for senders of pieces that failed their hash check, session-wide and by
+    /// address, so that reconnecting or switching torrents does not wipe the record.
+    private(set) var strikes: HashStrikes<[UInt8]>
 
     static let handshakeTimeout: UInt64 = 10_000_000
     static let rechokeInterval: UInt64 = 10_000_000
@@ -56,6 +62,7 @@ final class PeerServer {
         sessionConfiguration = session
         limits = ConnectionLimits(maxConnections: config.maxConnections, maxPerTorrent: config.maxConnectionsPerTorrent,
                                   maxPerIP: config.maxConnectionsPerIP, maxHalfOpen: config.maxHalfOpen)
+        strikes = HashStrikes(threshold: config.invalidThreshold)
     }
 
     /// Listens on the configured addresses. Fails only when no address could be bound.
@@ -111,7 +118,7 @@ final class PeerServer {
 
     /// Peers a tracker returned for a torrent.
     func addCandidates(_ addresses: [SocketAddress], for infoHash: InfoHash) {
-        swarms[infoHash]?.candidates.add(addresses)
+        swarms[infoHash]?.candidates.add(addresses.filter { !strikes.isBanned($0.ip) })
         dial(now: EventLoop.now())
     }
 
@@ -340,6 +347,38 @@ final class PeerServer {
 
     func uploaded(_ bytes: Int) {
         uploadedBytes += Int64(bytes)
+    }
+
+    func downloaded(_ bytes: Int, over kind: PeerTransportKind) {
+        downloadedBytes += Int64(bytes)
+        if kind == .utp { downloadedUTPBytes += Int64(bytes) }
+    }
+
+    // MARK: Bans
+
+    private static func text(ip: [UInt8]) -> String { SocketAddress(ip: ip, port: 0)?.ipString ?? "\(ip)" }
+
+    func isBanned(_ ip: [UInt8]) -> Bool { strikes.isBanned(ip) }
+
+    /// A downloaded piece failed its hash check: a strike for each address that sent a
+    /// block of it; an address reaching the threshold is banned for the session, its
+    /// connections closed and its candidate entries never dialed.
+    func pieceFailed(_ piece: Int, of torrent: Torrent, failure: PiecePicker<DownloadPeer>.HashFailure) {
+        hashFailures += 1
+        let senders = Set(failure.contributors.map(\.ip))
+        let blamed = Set(failure.blamed.map(\.ip))
+        logger.warning("piece \(piece) of \(torrent.name) failed its hash check", metadata: [
+            "senders": "\(senders.map { Self.text(ip: $0) }.sorted().joined(separator: ","))",
+            "struck": "\(blamed.map { Self.text(ip: $0) }.sorted().joined(separator: ","))",
+        ])
+        for ip in strikes.pieceFailed(blamed: blamed) {
+            let text = Self.text(ip: ip)
+            logger.warning("banned peer \(text): sent blocks of \(strikes.threshold) pieces that failed their hash check")
+            for swarm in swarms.values { swarm.candidates.ban(ip: ip) }
+            for peer in Array(connections.values) where peer.remote.ip == ip {
+                peer.close("banned: sent pieces that failed their hash check", peerFault: true)
+            }
+        }
     }
 
     func servedBlocks(_ count: Int) {

@@ -10,6 +10,10 @@ final class Swarm {
     private var choker: SeedChoker
     private(set) var view: TorrentView
     private(set) var uploadedBytes: Int64 = 0
+    /// Piece payload received from peers (counted as it arrives, wanted or not).
+    private(set) var downloadedBytes: Int64 = 0
+    /// While the torrent misses pieces: the picker and disk work its peers share.
+    var download: TorrentDownload?
     var candidates = PeerCandidates()
     /// The torrent's place under the global limits.
     let bandwidth: BandwidthController.TorrentHandle
@@ -43,6 +47,29 @@ final class Swarm {
 
     func uploaded(_ bytes: Int) {
         uploadedBytes += Int64(bytes)
+    }
+
+    func downloaded(_ bytes: Int) {
+        downloadedBytes += Int64(bytes)
+    }
+
+    /// A downloaded piece passed its hash check: peers now see it in our bitfield, and
+    /// each gets a `have` and our interest re-evaluated.
+    func pieceVerified(_ piece: Int) {
+        view.have[piece] = true
+        for peer in Array(peers.values) { peer.pieceVerified(piece) }
+    }
+
+    /// The download finished: peers drop their download halves, and seeds among them
+    /// are let go (two seeds have nothing to trade).
+    func downloadCompleted() {
+        download = nil
+        for peer in Array(peers.values) { peer.torrentCompleted() }
+    }
+
+    /// The download's disk writes caught up: peers paused on them read again.
+    func diskDrained() {
+        for peer in Array(peers.values) { peer.diskDrained() }
     }
 
     /// Applies the choker's decision to every peer.
@@ -125,5 +152,11 @@ struct PeerCandidates {
 
     mutating func markSelf(_ address: SocketAddress) {
         entries[address, default: Candidate()].isSelf = true
+    }
+
+    /// A banned address is never dialed again (kept, marked, so a tracker's next list
+    /// does not bring it back).
+    mutating func ban(ip: [UInt8]) {
+        for address in entries.keys where address.ip == ip { entries[address]!.isSelf = true }
     }
 }

@@ -15,6 +15,12 @@ struct ResumeData: Equatable, Sendable {
         var modified: Int64
 
         static let missing = FileStamp(size: -1, modified: 0)
+        /// `modified` of a file saved while a download was writing to it: its mtime
+        /// moves with every block, so a restart trusts the pieces recorded as verified
+        /// if the file is still at least `size` bytes, and downloads the rest.
+        static let writingMark: Int64 = -2
+
+        var isBeingWritten: Bool { modified == Self.writingMark }
     }
 
     static let formatVersion: Int64 = 1

@@ -33,6 +33,13 @@ enum ResumeStore {
         }
     }
 
+    /// Stamps for resume data saved while a download writes to the files.
+    static func writingStamps(of metainfo: Metainfo, storage: TorrentStorage) -> [ResumeData.FileStamp] {
+        stamps(of: metainfo, storage: storage).map { stamp in
+            stamp.size < 0 ? stamp : ResumeData.FileStamp(size: stamp.size, modified: ResumeData.FileStamp.writingMark)
+        }
+    }
+
     static func plan(metainfo: Metainfo, storage: TorrentStorage, stateDirectory: String) -> CheckPlan {
         let stamps = stamps(of: metainfo, storage: storage)
         let everything = CheckPlan(trusted: Bitfield(count: metainfo.pieceCount), pieces: Array(0..<metainfo.pieceCount),
@@ -55,6 +62,11 @@ enum ResumeStore {
         var recheck = [Bool](repeating: false, count: metainfo.pieceCount)
         var changed = 0
         for index in stamps.indices where stamps[index] != resume.files[index] {
+            // Saved mid-download: our own writes moved the mtime since. The pieces it
+            // records were on disk and verified when it was saved; the others are not
+            // hashed but downloaded again.
+            let saved = resume.files[index]
+            if saved.isBeingWritten && stamps[index].size >= saved.size { continue }
             changed += 1
             for piece in storage.layout.pieces(ofFile: index, pieceLength: metainfo.pieceLength) { recheck[piece] = true }
         }

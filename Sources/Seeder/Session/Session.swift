@@ -24,6 +24,7 @@ public final class Session {
     private var utp: UTPService?
     private var trackers: TrackerService?
     private var status: StatusService?
+    private var downloads: DownloadService?
     public let peerID = PeerID.generate()
     /// Which torrent each loaded .torrent file holds, so that a file that leaves the
     /// watch folder or the config stops the right torrent.
@@ -123,11 +124,15 @@ public final class Session {
         ), peerID: peerID)
         trackers.port = server.listeningPort
         trackers.stats = { [unowned server] torrent in
-            TrackerService.TorrentStats(uploaded: server.swarm(for: torrent.infoHash)?.uploadedBytes ?? 0, downloaded: 0,
-                                        left: torrent.metainfo.totalLength - torrent.bytesHave)
+            let swarm = server.swarm(for: torrent.infoHash)
+            return TrackerService.TorrentStats(uploaded: swarm?.uploadedBytes ?? 0, downloaded: swarm?.downloadedBytes ?? 0,
+                                               left: torrent.metainfo.totalLength - torrent.bytesHave)
         }
         trackers.peersFound = { [unowned server] infoHash, addresses in server.addCandidates(addresses, for: infoHash) }
         self.trackers = trackers
+        let downloads = DownloadService(loop: loop, pool: pool, peers: server, logger: logger, config: config)
+        downloads.onCompleted = { [unowned trackers] torrent in trackers.completed(torrent.infoHash) }
+        self.downloads = downloads
         startUDP(port: server.listeningPort, trackers: trackers)
         let status = StatusService(session: self, loop: loop, peers: server, trackers: trackers, logger: logger)
         status.listen(on: config.statusAddress)
@@ -158,6 +163,7 @@ public final class Session {
         watcher = nil
         progressTimer?.cancel()
         status?.stop()
+        downloads?.stop()
         peers?.stop()
         guard let trackers else { return loop.stop() }
         trackers.stop { [loop] in loop.stop() }
@@ -189,7 +195,12 @@ public final class Session {
     private func serve(_ torrent: Torrent) {
         peers?.register(torrent)
         trackers?.add(torrent)
+        // What the check did not find is downloaded, then seeded.
+        downloads?.start(torrent)
     }
+
+    /// Whether the torrent is downloading what it misses (status shows "downloading").
+    func isDownloading(_ infoHash: InfoHash) -> Bool { downloads?.isDownloading(infoHash) ?? false }
 
     /// Ends the disk threads after their current jobs. Call after the loop has returned.
     public func shutdown() {
@@ -203,6 +214,7 @@ public final class Session {
     public func remove(_ infoHash: InfoHash, reason: String) {
         guard let torrent = torrents.removeValue(forKey: infoHash) else { return }
         checkQueue.removeAll { $0 === torrent }
+        downloads?.remove(infoHash)
         if loadedFrom[torrent.sourceFile] == infoHash { loadedFrom[torrent.sourceFile] = nil }
         peers?.unregister(infoHash)
         trackers?.remove(infoHash)
@@ -243,6 +255,7 @@ public final class Session {
             ("storage.state_dir", old.stateDirectory != new.stateDirectory),
             ("storage.disk_threads", old.diskThreads != new.diskThreads),
             ("storage.max_open_files", old.maxOpenFiles != new.maxOpenFiles),
+            ("limits.invalid_threshold", old.invalidThreshold != new.invalidThreshold),
         ]
         let pending = restartOnly.filter(\.1).map(\.0)
         if !pending.isEmpty {
@@ -250,6 +263,7 @@ public final class Session {
         }
         logLevel?.level = new.logLevel
         trackers?.udp?.configuration.maxRetries = new.udpTrackerRetries
+        downloads?.config = new
         trackers?.update(announceTimeout: Int32(new.announceTimeout), stopDeadline: UInt64(new.stopTimeout) * 1_000_000,
                          numWant: new.numWant, scheduler: Self.schedulerConfiguration(new))
         let before = Set(torrents.keys)

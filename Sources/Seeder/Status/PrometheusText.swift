@@ -31,7 +31,7 @@ enum PrometheusText {
                     ([("result", "failure")], Double(status.counters.announcesFailed))])
         out.metric("seeder_utp_retransmits_total", "counter", "uTP packets sent again after a loss or timeout.",
                    [([], Double(status.counters.utpRetransmits))])
-        var states: [String: Int] = ["queued": 0, "checking": 0, "seeding": 0, "error": 0]
+        var states: [String: Int] = ["queued": 0, "checking": 0, "downloading": 0, "seeding": 0, "error": 0]
         for torrent in status.torrents { states[torrent.state, default: 0] += 1 }
         out.metric("seeder_torrents", "gauge", "Torrents, by state.",
                    states.sorted { $0.key < $1.key }.map { ([("state", $0.key)], Double($0.value)) })

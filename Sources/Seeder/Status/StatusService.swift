@@ -18,6 +18,8 @@ final class StatusService {
     private let startedAt = EventLoop.now()
     private var upload = TransferRate()
     private var torrentUpload: [InfoHash: TransferRate] = [:]
+    private var download = TransferRate()
+    private var torrentDownload: [InfoHash: TransferRate] = [:]
     private var sampler: Timer?
     private var server: HTTPServer?
     private var lastLogged: UInt64 = 0
@@ -73,13 +75,19 @@ final class StatusService {
     private func sample() {
         let now = EventLoop.now()
         upload.sample(total: peers.uploadedBytes, now: now)
+        download.sample(total: peers.downloadedBytes, now: now)
         var seen = Set<InfoHash>()
         for (infoHash, _) in session.torrents {
             seen.insert(infoHash)
-            torrentUpload[infoHash, default: TransferRate()].sample(total: peers.swarm(for: infoHash)?.uploadedBytes ?? 0, now: now)
+            let swarm = peers.swarm(for: infoHash)
+            torrentUpload[infoHash, default: TransferRate()].sample(total: swarm?.uploadedBytes ?? 0, now: now)
+            torrentDownload[infoHash, default: TransferRate()].sample(total: swarm?.downloadedBytes ?? 0, now: now)
         }
         if torrentUpload.count > seen.count {
             torrentUpload = torrentUpload.filter { seen.contains($0.key) }
+        }
+        if torrentDownload.count > seen.count {
+            torrentDownload = torrentDownload.filter { seen.contains($0.key) }
         }
         if now - lastLogged >= Self.logInterval {
             lastLogged = now
@@ -89,11 +97,13 @@ final class StatusService {
 
     private func logRates() {
         let rate = upload.bytesPerSecond
-        guard rate > 0 else { return }
+        let downRate = download.bytesPerSecond
+        guard rate > 0 || downRate > 0 else { return }
         let busiest = torrentUpload.filter { $0.value.bytesPerSecond > 0 }.sorted { $0.value.bytesPerSecond > $1.value.bytesPerSecond }
         var metadata: Logger.Metadata = [
             "upload": "\(ByteUnits.formatRate(rate))", "uploaded": "\(ByteUnits.format(peers.uploadedBytes))",
             "peers": "\(peers.activePeerCount)", "active_torrents": "\(busiest.count)",
+            "download": "\(ByteUnits.formatRate(downRate))", "downloaded": "\(ByteUnits.format(peers.downloadedBytes))",
         ]
         for (infoHash, rate) in busiest.prefix(3) {
             if let torrent = session.torrents[infoHash] { metadata["up.\(torrent.name)"] = "\(ByteUnits.formatRate(rate.bytesPerSecond))" }
@@ -116,20 +126,24 @@ final class StatusService {
             var error: String?
             if case .error(let message) = torrent.state { error = message }
             return StatusSnapshot.Torrent(
-                name: torrent.name, infoHash: torrent.infoHash.description, state: Self.name(of: torrent.state), error: error,
+                name: torrent.name, infoHash: torrent.infoHash.description,
+                state: session.isDownloading(torrent.infoHash) ? "downloading" : Self.name(of: torrent.state), error: error,
                 progress: torrent.metainfo.pieceCount == 0 ? 1 : Double(have) / Double(torrent.metainfo.pieceCount),
                 size: torrent.metainfo.totalLength, piecesHave: have, pieces: torrent.metainfo.pieceCount,
-                transfer: .init(uploadRate: torrentUpload[torrent.infoHash]?.bytesPerSecond ?? 0, downloadRate: 0,
-                                uploaded: swarm?.uploadedBytes ?? 0, downloaded: 0),
+                transfer: .init(uploadRate: torrentUpload[torrent.infoHash]?.bytesPerSecond ?? 0,
+                                downloadRate: torrentDownload[torrent.infoHash]?.bytesPerSecond ?? 0,
+                                uploaded: swarm?.uploadedBytes ?? 0, downloaded: swarm?.downloadedBytes ?? 0),
                 peers: peerCount,
                 trackers: trackers.trackers(of: torrent.infoHash).map { Self.tracker($0, now: now) })
         }
         return StatusSnapshot(
             version: SeederVersion.string, uptime: Int((now - startedAt) / 1_000_000), listenPort: Int(session.listeningPort),
-            transfer: .init(uploadRate: upload.bytesPerSecond, downloadRate: 0, uploaded: peers.uploadedBytes, downloaded: 0),
-            uploadedByTransport: ["tcp": peers.uploadedBytes - utpUploaded, "utp": utpUploaded], downloadedByTransport: ["tcp": 0, "utp": 0],
+            transfer: .init(uploadRate: upload.bytesPerSecond, downloadRate: download.bytesPerSecond,
+                            uploaded: peers.uploadedBytes, downloaded: peers.downloadedBytes),
+            uploadedByTransport: ["tcp": peers.uploadedBytes - utpUploaded, "utp": utpUploaded],
+            downloadedByTransport: ["tcp": peers.downloadedBytes - peers.downloadedUTPBytes, "utp": peers.downloadedUTPBytes],
             peers: total,
-            counters: .init(blocksServed: peers.blocksServed, hashFailures: 0, peerFaults: Int64(peers.peerFaults),
+            counters: .init(blocksServed: peers.blocksServed, hashFailures: peers.hashFailures, peerFaults: Int64(peers.peerFaults),
                             announcesSucceeded: trackers.announcesSucceeded, announcesFailed: trackers.announcesFailed,
                             utpRetransmits: peers.utp?.retransmits ?? 0),
             uploadLimit: session.config.uploadLimit, downloadLimit: session.config.downloadLimit,

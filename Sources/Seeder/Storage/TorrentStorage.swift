@@ -65,18 +65,43 @@ public final class TorrentStorage: Sendable {
         for segment in layout.segments(offset: offset, length: buffer.count) {
             if layout.files[segment.fileIndex].isPadding { continue }
             let path = paths[segment.fileIndex]
-            try Self.createParentDirectories(of: path)
             let source = UnsafeRawBufferPointer(rebasing: buffer[segment.bufferOffset..<(segment.bufferOffset + segment.length)])
-            try cache.withDescriptor(path: path, writable: true) { fd throws(StorageError) in
-                var done = 0
-                while done < segment.length {
-                    let count = pwrite(fd, source.baseAddress! + done, segment.length - done, off_t(segment.fileOffset) + off_t(done))
-                    if count < 0 {
-                        if errno == EINTR { continue }
-                        throw .system(path: path, operation: "write", errno: errno)
-                    }
-                    done += count
+            do {
+                try write(source, to: path, at: segment.fileOffset, length: segment.length)
+            } catch .missing {
+                // The first write into a new folder: create it, then write. Checking for
+                // the folders before every block cost a mkdir per level per block.
+                try Self.createParentDirectories(of: path)
+                try write(source, to: path, at: segment.fileOffset, length: segment.length)
+            }
+        }
+    }
+
+    private func write(_ source: UnsafeRawBufferPointer, to path: String, at fileOffset: Int64, length: Int) throws(StorageError) {
+        try cache.withDescriptor(path: path, writable: true) { fd throws(StorageError) in
+            var done = 0
+            while done < length {
+                let count = pwrite(fd, source.baseAddress! + done, length - done, off_t(fileOffset) + off_t(done))
+                if count < 0 {
+                    if errno == EINTR { continue }
+                    throw .system(path: path, operation: "write", errno: errno)
                 }
+                done += count
+            }
+        }
+    }
+
+    /// Reserves every file's full length (`[storage] preallocate`), so that a full disk
+    /// shows at once rather than halfway through a download, and the files do not
+    /// fragment. Data already there is kept.
+    public func preallocate() throws(StorageError) {
+        for (index, file) in layout.files.enumerated() where !file.isPadding && file.length > 0 {
+            let path = paths[index]
+            try Self.createParentDirectories(of: path)
+            try cache.withDescriptor(path: path, writable: true) { fd throws(StorageError) in
+                // posix_fallocate returns the error instead of setting errno.
+                let code = posix_fallocate(fd, 0, off_t(file.length))
+                if code != 0 { throw .system(path: path, operation: "fallocate", errno: code) }
             }
         }
     }

@@ -88,6 +88,13 @@ final class TrackerService {
         handle(entry.announcer.start(now: now), for: entry, now: now)
     }
 
+    /// The torrent finished downloading: its trackers get a `completed`.
+    func completed(_ infoHash: InfoHash) {
+        guard let entry = entries[infoHash], stopping == nil, !stopped else { return }
+        let now = EventLoop.now()
+        handle(entry.announcer.completed(now: now), for: entry, now: now)
+    }
+
     /// Stops announcing a torrent: `stopped` to its tracker, without a deadline of its own
     /// (the HTTP timeout bounds it).
     func remove(_ infoHash: InfoHash) {
