@@ -55,11 +55,9 @@ class LimitedLibtorrentSeeder(st.Seeder):
 
 class LimitedTransmissionSeeder(st.TransmissionSeeder):
     def __init__(self, work: Path, payload: Path, torrent: Path, limit: int, transport: str):
-        super().__init__(work, payload, torrent)
+        super().__init__(work, payload, torrent, utp=transport == "utp")
         remote = ["transmission-remote", f"127.0.0.1:{self.rpc}"]
         subprocess.run([*remote, "-u", str(round(limit / 1000))], check=True, capture_output=True)
-        if transport == "utp":
-            raise SystemExit("the Transmission seeder here is TCP only")
 
 
 def transport_settings(transport: str) -> dict:

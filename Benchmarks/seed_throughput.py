@@ -155,14 +155,14 @@ class LibtorrentSeeder(Seeder):
 class TransmissionSeeder(Seeder):
     kind = "transmission"
 
-    def __init__(self, work: Path, payload: Path, torrent: Path):
+    def __init__(self, work: Path, payload: Path, torrent: Path, *, utp: bool = False):
         self.port = free_port()
         self.rpc = free_port()
         config = work / "transmission"
         shutil.rmtree(config, ignore_errors=True)
         config.mkdir(parents=True)
         (config / "settings.json").write_text(json.dumps({
-            "encryption": 0, "utp-enabled": False, "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
+            "encryption": 0, "utp-enabled": utp, "dht-enabled": False, "lpd-enabled": False, "pex-enabled": False,
             "port-forwarding-enabled": False, "bind-address-ipv4": "127.0.0.1", "bind-address-ipv6": "::1",
             "peer-port": self.port, "rpc-port": self.rpc, "rpc-bind-address": "127.0.0.1",
             "rpc-authentication-required": False, "rpc-whitelist-enabled": False, "rpc-host-whitelist-enabled": False,

@@ -9,8 +9,9 @@ import time
 
 import libtorrent as lt
 
+import peers
 from conftest import KiB, MiB, free_port, seeding_line, write_config, write_tree
-from test_http_trackers import create, libtorrent_client
+from test_http_trackers import create, libtorrent_client, wait_until_seeding
 
 TRACKER = "http://127.0.0.1:9/announce"
 
@@ -134,3 +135,63 @@ def test_sighup_changes_the_limit_within_a_second_and_keeps_the_peer(seeder, sta
         assert server.stop() == 0
     finally:
         del session
+
+
+def test_global_upload_limit_holds_over_utp(seeder, start_seeder, tmp_path):
+    """The same limit on the other transport: a libtorrent leecher with TCP off."""
+    limit = 5 * MiB
+    server, port, torrents, _ = start(seeder, start_seeder, tmp_path, {"utp-limited.iso": 160 * MiB},
+                                      {"limits": {"upload_limit": '"5MiB/s"'}})
+    session = peers.lt_session("127.0.0.25", extra={"enable_outgoing_tcp": False, "enable_incoming_tcp": False,
+                                                     "enable_outgoing_utp": True, "enable_incoming_utp": True})
+    try:
+        handle = peers.add_download(session, torrents["utp-limited.iso"], tmp_path / "client")
+        handle.connect_peer(("127.0.0.1", port))
+        meter = Meter(handle)
+        meter.run(20)
+        assert all(peer.flags & UTP_SOCKET for peer in handle.get_peer_info()), "not over uTP"
+        average = meter.average()
+        assert abs(average - limit) / limit < 0.05, f"{average / MiB:.3f} MiB/s against a 5 MiB/s limit over uTP"
+        assert meter.worst_second() < 1.10 * limit, f"worst second {meter.worst_second() / MiB:.3f} MiB/s"
+        assert server.stop() == 0
+    finally:
+        del session
+
+
+def test_download_limit_holds_against_a_libtorrent_seed(seeder, start_seeder, tmp_path):
+    """3 MiB/s of download, measured on the seed's side from the first payload byte."""
+    limit = 3 * MiB
+    source = write_tree(tmp_path / "source", {"pulled.bin": 96 * MiB})
+    seed = peers.lt_session("127.0.0.26")
+    try:
+        handle = peers.add_download(seed, peers.make_torrent(source / "pulled.bin", tmp_path / "plain.torrent", 1 * MiB), source)
+        wait_until_seeding([handle], 60)
+        with peers.TinyTracker([("127.0.0.26", seed.listen_port())]) as tracker:
+            torrent = peers.make_torrent(source / "pulled.bin", tmp_path / "pulled.torrent", 1 * MiB, tracker.url)
+            config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                                  settings={"limits": {"download_limit": '"3MiB/s"'},
+                                            "network": {"utp": "false", "outgoing": '"tcp_only"'},
+                                            "trackers": {"announce_jitter": "0"}})
+            (tmp_path / "srv" / "data").mkdir(parents=True)
+            server = start_seeder("--config", config, "--data", tmp_path / "srv" / "data", torrent)
+            samples = []
+            started = time.monotonic()
+            deadline = None
+            while deadline is None or time.monotonic() < deadline:
+                now = time.monotonic()
+                total = handle.status().total_payload_upload
+                if total > 0:
+                    samples.append((now, total))
+                    deadline = deadline or now + 20
+                assert deadline or now - started < 60, "the download never started"
+                server.assert_running()
+                time.sleep(0.05)
+            (t0, b0), (t1, b1) = samples[0], samples[-1]
+            average = (b1 - b0) / (t1 - t0)
+            assert abs(average - limit) / limit < 0.05, f"{average / MiB:.3f} MiB/s against a 3 MiB/s download limit"
+            assert server.stop() == 0
+    finally:
+        del seed
+
+
+UTP_SOCKET = 1 << 17  # peer_info.utp_socket, which the Python binding does not name
