@@ -437,3 +437,42 @@ def test_downloads_from_libtorrent_transmission_and_another_seeder_at_once(seede
         finally:
             for helper in reversed(helpers):
                 helper.stop()
+
+
+def test_downloads_64mib_over_utp_from_a_libtorrent_seed_without_tcp(seeder, start_seeder, tmp_path):
+    """The seed has TCP turned off and the server dials only uTP: the bytes can only
+    have come over our uTP, and /status says so."""
+    source = write_tree(tmp_path / "source", {"utp.bin": 64 * MiB})
+    seed = None
+    try:
+        utp_only = {"enable_outgoing_tcp": False, "enable_incoming_tcp": False,
+                    "enable_outgoing_utp": True, "enable_incoming_utp": True}
+        seed = lt_session("127.0.0.14", extra=utp_only)
+        plain = make_torrent(source / "utp.bin", tmp_path / "plain.torrent", 256 * KiB)
+        seed_handle = add_download(seed, plain, source)
+        wait_until_seeding([seed_handle], 60)
+        with TinyTracker([("127.0.0.14", seed.listen_port())]) as tracker:
+            torrent = make_torrent(source / "utp.bin", tmp_path / "utp.torrent", 256 * KiB, tracker.url)
+            status_port = free_port()
+            config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv", settings={
+                "network": {"utp": "true", "outgoing": '"utp_only"'}, "trackers": {"announce_jitter": "0"},
+                "status": {"listen": f'"127.0.0.1:{status_port}"'}})
+            data = tmp_path / "srv" / "data"
+            data.mkdir(parents=True)
+            server = start_seeder("--config", config, "--data", data, torrent)
+            server.wait_for(r"downloading utp\.bin", timeout=30)
+            # The status endpoint counts peers by transport while the download runs.
+            deadline = time.monotonic() + 90
+            seen_utp = False
+            while not re.search(r"completed utp\.bin", server.log()):
+                assert time.monotonic() < deadline, "the download over uTP did not finish"
+                state = status(status_port)
+                seen_utp = seen_utp or state["peers"]["utp"] > 0
+                assert state["peers"]["tcp"] == 0
+                time.sleep(0.2)
+            assert same_tree(source / "utp.bin", data / "utp.bin")
+            assert seen_utp or status(status_port)["downloaded_by_transport"]["utp"] >= 64 * MiB
+            assert status(status_port)["downloaded_by_transport"]["tcp"] == 0
+            assert server.stop() == 0
+    finally:
+        seed = None
