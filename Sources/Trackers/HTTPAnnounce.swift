@@ -6,7 +6,7 @@ import BitTorrent
 public enum HTTPAnnounce {
     /// The announce URL with the request's query appended:
     ///
-    /// `?info_hash=..&peer_id=..&port=..&uploaded=..&downloaded=..&left=..&key=XXXXXXXX`
+    /// `?info_hash=..&peer_id=..&port=..&uploaded=..&downloaded=..&left=..&key=<8 hex digits>`
     /// `&event=..&numwant=..&compact=1&no_peer_id=1[&trackerid=..]`
     ///
     /// - Every byte of `info_hash` and `peer_id` except `A-Za-z0-9-_.~` is
