@@ -375,5 +375,6 @@ def start_seeder(seeder_bin, tmp_path):
 
 
 def seeding_line(name: str) -> str:
-    """The regex of the line logged once a torrent's data has been checked."""
-    return rf"seeding {re.escape(name)} \((\d+) of (\d+) pieces, (\d+)%\)"
+    """The regex of the line logged once a torrent's data has been checked: "seeding" when
+    it is complete, "checked" when the rest is about to be downloaded."""
+    return rf"(?:seeding|checked) {re.escape(name)} \((\d+) of (\d+) pieces, (\d+)%\)"

@@ -411,14 +411,17 @@ public final class Session {
             logger.warning("\(torrent.name): \(result.corrupt) pieces do not match their hash", metadata: ["info_hash": "\(torrent.infoHash)"])
         }
         torrent.state = .seeding
-        serve(torrent)
         let held = result.have.setCount
         let total = result.have.count
         let share = total == 0 ? 100 : held * 100 / total
-        logger.info("seeding \(torrent.name) (\(held) of \(total) pieces, \(share)%)", metadata: [
+        // Logged before `serve`, which logs "downloading" when pieces are missing: a
+        // torrent that is not complete is never announced as "seeding".
+        let verb = result.have.isComplete ? "seeding" : "checked"
+        logger.info("\(verb) \(torrent.name) (\(held) of \(total) pieces, \(share)%)", metadata: [
             "info_hash": "\(torrent.infoHash)", "checked_in": "\(ByteUnits.formatDecimal(seconds, places: 2))s",
             "hashed_pieces": "\(plan.pieces.count)", "check_rate": "\(ByteUnits.formatRate(rate))",
         ])
+        serve(torrent)
         if !plan.pieces.isEmpty || plan.note != nil { saveResume(torrent, stamps: plan.stamps) }
         startNextCheck()
     }
