@@ -24,7 +24,7 @@ public struct HashStrikes<Address: Hashable> {
         var lastStruck: UInt64
     }
 
-    public let threshold: Int
+    public private(set) var threshold: Int
     public let capacity: Int
     private var entries: [Address: Entry] = [:]
     /// Orders entries for eviction without a clock.
@@ -33,6 +33,12 @@ public struct HashStrikes<Address: Hashable> {
     public init(threshold: Int = 3, capacity: Int = 4096) {
         self.threshold = max(1, threshold)
         self.capacity = max(1, capacity)
+    }
+
+    /// A threshold from a config reload. It applies from each peer's next strike, so a
+    /// lower one bans nobody without new evidence; a higher one lifts no ban.
+    public mutating func setThreshold(_ value: Int) {
+        threshold = max(1, value)
     }
 
     public func isBanned(_ address: Address) -> Bool { entries[address]?.banned == true }

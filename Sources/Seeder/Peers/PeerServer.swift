@@ -399,8 +399,9 @@ final class PeerServer {
         dial(now: now)
     }
 
-    /// A reloaded config's connection limits and upload slots; connections over a
-    /// lowered limit are not cut, new ones wait until the count is under it.
+    /// A reloaded config's connection limits, upload slots and ban threshold;
+    /// connections over a lowered limit are not cut, new ones wait until the count is
+    /// under it.
     func apply(limits new: SeederConfig) {
         config = new
         bandwidth.setGlobal(.init(upload: new.uploadLimit, download: new.downloadLimit), burst: new.burst > 0 ? new.burst : nil)
@@ -411,6 +412,7 @@ final class PeerServer {
         limits.maxPerIP = new.maxConnectionsPerIP
         limits.maxHalfOpen = new.maxHalfOpen
         for swarm in swarms.values { swarm.setUploadSlots(new.uploadSlots) }
+        strikes.setThreshold(new.invalidThreshold)
     }
 
     /// Stops accepting and closes every peer.

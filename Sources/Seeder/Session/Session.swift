@@ -255,7 +255,6 @@ public final class Session {
             ("storage.state_dir", old.stateDirectory != new.stateDirectory),
             ("storage.disk_threads", old.diskThreads != new.diskThreads),
             ("storage.max_open_files", old.maxOpenFiles != new.maxOpenFiles),
-            ("limits.invalid_threshold", old.invalidThreshold != new.invalidThreshold),
         ]
         let pending = restartOnly.filter(\.1).map(\.0)
         if !pending.isEmpty {

@@ -23,6 +23,20 @@ import Testing
         #expect(strikes.bannedCount == 1)
     }
 
+    @Test func aReloadedThresholdAppliesFromTheNextStrike() {
+        var strikes = HashStrikes<String>(threshold: 5)
+        strikes.strike("a"); strikes.strike("a")
+        strikes.setThreshold(2)
+        // Lowering bans nobody without new evidence; the next strike does.
+        #expect(!strikes.isBanned("a"))
+        #expect(strikes.strike("a") == .banned)
+        strikes.setThreshold(10)
+        #expect(strikes.isBanned("a"))
+        #expect(strikes.strike("b") == .struck(1))
+        strikes.setThreshold(0)
+        #expect(strikes.threshold == 1)
+    }
+
     @Test func theTableIsBoundedAndKeepsBansLongest() {
         var strikes = HashStrikes<Int>(threshold: 2, capacity: 3)
         strikes.strike(1); strikes.strike(1)  // banned
