@@ -276,4 +276,8 @@ def test_hostile_datagrams_during_a_utp_download(start_seeder, tmp_path):
     server.assert_running()
     report = status(status_port)
     assert report["peers"]["utp"] <= 1, report["peers"]
+    # The attack shows in the socket counters an operator sees (UDP may drop some of it).
+    socket_counters = report["counters"]["utp_socket"]
+    assert socket_counters["malformed"] > 0 and socket_counters["stray"] > 0, socket_counters
+    assert socket_counters["syns_received"] > 1000 and socket_counters["half_open_evicted"] > 0, socket_counters
     assert server.stop() == 0

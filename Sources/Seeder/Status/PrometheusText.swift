@@ -31,6 +31,19 @@ enum PrometheusText {
                     ([("result", "failure")], Double(status.counters.announcesFailed))])
         out.metric("seeder_utp_retransmits_total", "counter", "uTP packets sent again after a loss or timeout.",
                    [([], Double(status.counters.utpRetransmits))])
+        let socket = status.counters.utpSocket
+        out.metric("seeder_utp_datagrams_received_total", "counter", "Datagrams the uTP socket received.",
+                   [([], Double(socket.datagramsReceived))])
+        out.metric("seeder_utp_datagrams_rejected_total", "counter",
+                   "uTP datagrams that were not uTP (malformed) or for no connection of ours (stray).",
+                   [([("reason", "malformed")], Double(socket.malformed)), ([("reason", "stray")], Double(socket.stray))])
+        out.metric("seeder_utp_syns_total", "counter", "uTP SYNs received, and those refused with the connection table full.",
+                   [([("result", "received")], Double(socket.synsReceived)), ([("result", "refused")], Double(socket.refused))])
+        out.metric("seeder_utp_half_open_dropped_total", "counter", "Half-open uTP connections dropped, by cause.",
+                   [([("reason", "evicted")], Double(socket.halfOpenEvicted)), ([("reason", "expired")], Double(socket.halfOpenExpired))])
+        out.metric("seeder_utp_cookies_accepted_total", "counter",
+                   "uTP connections accepted by their SYN cookie after their half-open entry was dropped.",
+                   [([], Double(socket.cookiesAccepted))])
         var states: [String: Int] = ["queued": 0, "checking": 0, "downloading": 0, "seeding": 0, "error": 0]
         for torrent in status.torrents { states[torrent.state, default: 0] += 1 }
         out.metric("seeder_torrents", "gauge", "Torrents, by state.",

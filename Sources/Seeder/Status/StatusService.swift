@@ -145,9 +145,17 @@ final class StatusService {
             peers: total,
             counters: .init(blocksServed: peers.blocksServed, hashFailures: peers.hashFailures, peerFaults: Int64(peers.peerFaults),
                             announcesSucceeded: trackers.announcesSucceeded, announcesFailed: trackers.announcesFailed,
-                            utpRetransmits: peers.utp?.retransmits ?? 0),
+                            utpRetransmits: peers.utp?.retransmits ?? 0, utpSocket: Self.socketCounters(peers.utp)),
             uploadLimit: session.config.uploadLimit, downloadLimit: session.config.downloadLimit,
             torrents: list)
+    }
+
+    private static func socketCounters(_ utp: UTPService?) -> StatusSnapshot.UTPSocket {
+        guard let stats = utp?.multiplexerStats else { return .init() }
+        return .init(datagramsReceived: Int64(stats.datagramsReceived), malformed: Int64(stats.malformed),
+                     stray: Int64(stats.strayPackets), synsReceived: Int64(stats.synsReceived), refused: Int64(stats.refused),
+                     halfOpenEvicted: Int64(stats.halfOpenEvicted), halfOpenExpired: Int64(stats.halfOpenExpired),
+                     cookiesAccepted: Int64(stats.cookiesAccepted))
     }
 
     private static func name(of state: Torrent.State) -> String {

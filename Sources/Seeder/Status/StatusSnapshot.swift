@@ -68,11 +68,36 @@ public struct StatusSnapshot: Codable, Sendable {
         public var announcesSucceeded: Int64
         public var announcesFailed: Int64
         public var utpRetransmits: Int64
+        public var utpSocket = UTPSocket()
 
         enum CodingKeys: String, CodingKey {
             case blocksServed = "blocks_served", hashFailures = "hash_failures", peerFaults = "peer_faults"
             case announcesSucceeded = "announces_succeeded", announcesFailed = "announces_failed"
-            case utpRetransmits = "utp_retransmits"
+            case utpRetransmits = "utp_retransmits", utpSocket = "utp_socket"
+        }
+    }
+
+    /// What reached the uTP socket that was not a healthy connection's traffic: the
+    /// numbers that show a scan, a SYN flood or a broken peer stack from outside.
+    public struct UTPSocket: Codable, Sendable, Equatable {
+        public var datagramsReceived: Int64 = 0
+        /// Not uTP at all: bad version, truncated header, overrunning extensions.
+        public var malformed: Int64 = 0
+        /// For no connection of ours; answered with a rate-limited RESET.
+        public var stray: Int64 = 0
+        public var synsReceived: Int64 = 0
+        /// SYNs answered with RESET because the connection table was full.
+        public var refused: Int64 = 0
+        /// Half-open connections pushed out by newer SYNs, or that never completed.
+        public var halfOpenEvicted: Int64 = 0
+        public var halfOpenExpired: Int64 = 0
+        /// Connections whose half-open entry was gone, proved by their SYN cookie.
+        public var cookiesAccepted: Int64 = 0
+
+        enum CodingKeys: String, CodingKey {
+            case datagramsReceived = "datagrams_received", malformed, stray, synsReceived = "syns_received", refused
+            case halfOpenEvicted = "half_open_evicted", halfOpenExpired = "half_open_expired"
+            case cookiesAccepted = "cookies_accepted"
         }
     }
 
