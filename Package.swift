@@ -28,7 +28,11 @@ let package = Package(
         .target(name: "EventLoop", dependencies: ["CLibevent"]),
 
         // Pure protocol modules: bytes and time in, bytes and actions out.
-        .target(name: "BitTorrent", dependencies: ["CLibcrypto"]),
+        // Cross-module optimisation: the download core (PiecePicker, PeerDownload) is
+        // generic over the caller's peer key; without it the server runs that code
+        // unspecialised, looking up generic type metadata for every block.
+        .target(name: "BitTorrent", dependencies: ["CLibcrypto"],
+                swiftSettings: [.unsafeFlags(["-cross-module-optimization"], .when(configuration: .release))]),
         .target(name: "UTP"),
         .target(name: "Throttle"),
         .target(name: "UDPTracker", dependencies: ["Trackers"]),

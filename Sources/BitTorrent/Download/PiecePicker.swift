@@ -129,6 +129,9 @@ public struct PiecePicker<Peer: Hashable> {
     private var partials: [Int: PartialPiece<Peer>] = [:]
     /// Pieces in `partials`, for the rarest-first scan.
     private var busy: Bitfield
+    /// Pieces in `partials` with an open block: where `pick` looks first, without
+    /// walking the pieces that are fully requested or waiting for their hash check.
+    private var openPieces: Set<Int> = []
     /// Partial pieces that still lack a block (the rest wait for their hash check).
     public private(set) var inProgressCount = 0
     /// Open blocks summed over the partial pieces.
@@ -305,25 +308,33 @@ public struct PiecePicker<Peer: Hashable> {
     /// `now`. While `peerChoking`, only blocks of the peer's allowed-fast pieces.
     public mutating func pick(for peer: Peer, count: Int, peerChoking: Bool = false, now: UInt64,
                               using random: inout some RandomNumberGenerator) -> [BlockRequest] {
-        guard count > 0, !isComplete, var entry = peers[peer] else { return [] }
-        if peerChoking && entry.allowedFast.isEmpty { return [] }
+        guard count > 0, !isComplete, var found = peers[peer] else { return [] }
+        if peerChoking && found.allowedFast.isEmpty { return [] }
         // This copy is only read; dropping its share of the live request set spares a
         // copy of that set on the first insert below.
-        entry.requests = []
+        found.requests = []
+        let entry = found
         func allowed(_ piece: Int) -> Bool { entry.has(piece) && (!peerChoking || entry.allowedFast.contains(piece)) }
         /// A peer on parole shares no piece; nobody joins a piece a parole peer holds.
-        func mayJoin(_ partial: PartialPiece<Peer>) -> Bool {
-            entry.onParole ? partial.exclusiveTo == peer : (partial.exclusiveTo == nil || partial.exclusiveTo == peer)
+        func mayJoin(_ partial: PartialPiece<Peer>) -> Bool { mayJoin(exclusiveTo: partial.exclusiveTo) }
+        func mayJoin(exclusiveTo: Peer?) -> Bool {
+            entry.onParole ? exclusiveTo == peer : (exclusiveTo == nil || exclusiveTo == peer)
         }
         var picked: [BlockRequest] = []
 
         // 1. Finish what is started.
         var helpsPartials = false
         if openBlocks > 0 {
-            let candidates = partials.compactMap { piece, partial -> (piece: Int, progress: Int)? in
-                guard partial.openCount > 0, allowed(piece), mayJoin(partial) else { return nil }
-                return (piece, partial.blocks.count - partial.openCount)
-            }.sorted { ($0.progress, -availability(ofPiece: $0.piece), -$0.piece) > ($1.progress, -availability(ofPiece: $1.piece), -$1.piece) }
+            var candidates: [(piece: Int, progress: Int)] = []
+            for piece in openPieces where allowed(piece) {
+                guard partials[piece] != nil, mayJoin(exclusiveTo: partials[piece]!.exclusiveTo) else { continue }
+                candidates.append((piece, partials[piece]!.blocks.count - partials[piece]!.openCount))
+            }
+            if candidates.count > 1 {
+                candidates.sort {
+                    ($0.progress, -availability(ofPiece: $0.piece), -$0.piece) > ($1.progress, -availability(ofPiece: $1.piece), -$1.piece)
+                }
+            }
             helpsPartials = !candidates.isEmpty
             for candidate in candidates where picked.count < count {
                 takeOpenBlocks(of: candidate.piece, for: peer, avoiding: entry, upTo: count, now: now, into: &picked)
@@ -343,6 +354,7 @@ public struct PiecePicker<Peer: Hashable> {
                 for piece in rarestPieces(for: entry, choked: peerChoking, count: wanted, using: &random) where picked.count < count {
                     partials[piece] = PartialPiece(blockCount: layout.blockCount(ofPiece: piece), exclusiveTo: entry.onParole ? peer : nil)
                     busy[piece] = true
+                    openPieces.insert(piece)
                     untouchedCount -= 1
                     inProgressCount += 1
                     openBlocks += layout.blockCount(ofPiece: piece)
@@ -352,7 +364,7 @@ public struct PiecePicker<Peer: Hashable> {
         }
 
         // 3. End game: duplicate requests for blocks other peers are slow to deliver.
-        if picked.count < count && isEndGame {
+        if picked.count < count && isEndGame && othersHaveRequests(than: peer) {
             var candidates: [(block: BlockRequest, index: Int, requesters: Int, since: UInt64)] = []
             for (piece, partial) in partials where !partial.isFullyReceived && allowed(piece) && mayJoin(partial) {
                 for (index, state) in partial.blocks.enumerated() {
@@ -372,42 +384,64 @@ public struct PiecePicker<Peer: Hashable> {
         return picked
     }
 
+    /// Whether any other peer has a block outstanding: end game has nothing to
+    /// duplicate otherwise (a lone peer), and its scan of every block is skipped.
+    private func othersHaveRequests(than peer: Peer) -> Bool {
+        for index in peers.indices where !peers.values[index].requests.isEmpty && peers.keys[index] != peer { return true }
+        return false
+    }
+
     private mutating func takeOpenBlocks(of piece: Int, for peer: Peer, avoiding entry: PeerEntry, upTo count: Int,
                                          now: UInt64, into picked: inout [BlockRequest]) {
-        guard let partial = partials[piece] else { return }
-        for index in partial.blocks.indices where picked.count < count {
-            guard case .open = partial.blocks[index] else { continue }
-            let block = layout.block(index, ofPiece: piece)
-            guard !entry.avoids(block, now: now) else { continue }
-            addRequester(peer, to: piece, index: index, now: now)
-            picked.append(block)
+        guard partials[piece] != nil, picked.count < count else { return }
+        // One table update and one request-set update for the whole run of blocks; the
+        // blocks share one requester list (copied on write if end game adds to it).
+        let layout = self.layout
+        let requester = [BlockRequester(peer: peer, since: now)]
+        var taken: [BlockRequest] = []
+        let wanted = count - picked.count
+        updatePartial(piece) { partial in
+            for index in partial.blocks.indices where taken.count < wanted {
+                guard case .open = partial.blocks[index] else { continue }
+                let block = layout.block(index, ofPiece: piece)
+                guard !entry.avoids(block, now: now) else { continue }
+                partial.set(index, .requested(requester))
+                taken.append(block)
+            }
         }
+        guard !taken.isEmpty else { return }
+        peers[peer]?.requests.formUnion(taken)
+        picked += taken
     }
 
     /// Up to `count` untouched pieces the peer has, rarest first, ties in random order.
     private func rarestPieces(for entry: PeerEntry, choked: Bool, count: Int,
                               using random: inout some RandomNumberGenerator) -> [Int] {
         func eligible(_ piece: Int) -> Bool { !have[piece] && !busy[piece] && entry.has(piece) }
-        let pool: AnySequence<Int> = choked ? AnySequence(entry.allowedFast.sorted()) : AnySequence(0..<layout.pieceCount)
-        if count == 1 {
-            // One piece, the common case (a pipeline topping up): a single pass with
-            // reservoir sampling among the rarest, no allocation.
-            var best: Int?
-            var bestAvailability = Int.max
+        if count == 1 && !choked {
+            // One piece, the common case (a pipeline topping up): one pass for the
+            // lowest availability and how many pieces share it, one random draw, and a
+            // second pass to that tie. No allocation, no per-piece randomness.
+            var lowest = Int32.max
             var ties = 0
-            for piece in pool where eligible(piece) {
-                let available = availability(ofPiece: piece)
-                if available < bestAvailability {
-                    best = piece
-                    bestAvailability = available
+            for piece in 0..<layout.pieceCount where eligible(piece) {
+                let available = availability[piece]
+                if available < lowest {
+                    lowest = available
                     ties = 1
-                } else if available == bestAvailability {
+                } else if available == lowest {
                     ties += 1
-                    if Int.random(in: 0..<ties, using: &random) == 0 { best = piece }
                 }
             }
-            return best.map { [$0] } ?? []
+            guard ties > 0 else { return [] }
+            var skip = ties == 1 ? 0 : Int(random.next() % UInt64(ties))
+            for piece in 0..<layout.pieceCount where eligible(piece) && availability[piece] == lowest {
+                if skip == 0 { return [piece] }
+                skip -= 1
+            }
+            return []
         }
+        let pool: AnySequence<Int> = choked ? AnySequence(entry.allowedFast.sorted()) : AnySequence(0..<layout.pieceCount)
         var candidates: [(piece: Int, availability: Int, tieBreak: UInt64)] = []
         for piece in pool where eligible(piece) {
             candidates.append((piece, availability(ofPiece: piece), random.next()))
@@ -425,9 +459,9 @@ public struct PiecePicker<Peer: Hashable> {
         guard let index = layout.blockIndex(of: block) else { return .unexpected }
         peers[peer]?.requests.remove(block)
         if have[block.piece] { return .duplicate }
-        guard let partial = partials[block.piece] else { return .unexpected }
+        guard let state = partials[block.piece]?.blocks[index] else { return .unexpected }
         var cancel: [Peer] = []
-        switch partial.blocks[index] {
+        switch state {
         case .received:
             return .duplicate
         case .open:
@@ -518,7 +552,11 @@ public struct PiecePicker<Peer: Hashable> {
         let openBefore = partials[piece]!.openCount
         let fullBefore = partials[piece]!.isFullyReceived
         let result = body(&partials[piece]!)
-        openBlocks += partials[piece]!.openCount - openBefore
+        let openAfter = partials[piece]!.openCount
+        openBlocks += openAfter - openBefore
+        if (openBefore == 0) != (openAfter == 0) {
+            if openAfter == 0 { openPieces.remove(piece) } else { openPieces.insert(piece) }
+        }
         let fullAfter = partials[piece]!.isFullyReceived
         if fullBefore != fullAfter { inProgressCount += fullAfter ? -1 : 1 }
         return result
@@ -537,7 +575,7 @@ public struct PiecePicker<Peer: Hashable> {
 
     private mutating func release(_ block: BlockRequest, from peer: Peer) -> Bool {
         guard peers[peer]?.requests.remove(block) != nil, let index = layout.blockIndex(of: block),
-              let partial = partials[block.piece], case .requested(let requesters) = partial.blocks[index] else { return false }
+              case .requested(let requesters)? = partials[block.piece]?.blocks[index] else { return false }
         let remaining = requesters.filter { $0.peer != peer }
         updatePartial(block.piece) { partial in
             partial.set(index, remaining.isEmpty ? .open : .requested(remaining))
@@ -576,6 +614,7 @@ public struct PiecePicker<Peer: Hashable> {
             for requester in requesters { peers[requester.peer]?.requests.remove(block) }
         }
         openBlocks -= partial.openCount
+        openPieces.remove(piece)
         if !partial.isFullyReceived { inProgressCount -= 1 }
         busy[piece] = false
         return partial.contributors

@@ -37,6 +37,8 @@ public struct RequestPipeline: Sendable {
         /// Released (timed-out, rejected, cancelled) requests remembered, so that a
         /// block answering one of them counts as late rather than unrequested.
         public var releasedMemory = 256
+        /// Most requests to hold back for a batch (see `room`).
+        public var maximumBatch = 32
 
         public init() {}
     }
@@ -64,7 +66,14 @@ public struct RequestPipeline: Sendable {
     public var peerQueueLength: Int?
 
     /// Outstanding requests in the order sent, with when.
-    public private(set) var outstanding: [(block: BlockRequest, since: UInt64)] = []
+    public var outstanding: ArraySlice<(block: BlockRequest, since: UInt64)> { queue[head...] }
+    /// Requests outstanding.
+    public var outstandingCount: Int { queue.count - head }
+    /// `outstanding` from `head` on: blocks mostly arrive in the order asked, so the one
+    /// answered is usually at `head` and leaves in O(1), without shifting thousands of
+    /// entries per block.
+    private var queue: [(block: BlockRequest, since: UInt64)] = []
+    private var head = 0
     private var released: Set<BlockRequest> = []
     private var releasedOrder: [BlockRequest] = []
     private var releasedHead = 0
@@ -113,8 +122,14 @@ public struct RequestPipeline: Sendable {
         return min(wanted, cap)
     }
 
-    /// How many more requests to send now.
-    public var room: Int { max(0, depth - outstanding.count) }
+    /// How many more requests to send now: none until a batch of them is due (an
+    /// eighth of the depth, at most `maximumBatch`), so that a deep pipeline is topped
+    /// up by one pick and one write per batch instead of per block received. A shallow
+    /// pipeline (depth under 16) is topped up per block.
+    public var room: Int {
+        let free = max(0, depth - outstandingCount)
+        return free >= max(1, min(configuration.maximumBatch, depth / 8)) ? free : 0
+    }
 
     /// How long a request may stay unanswered.
     public var requestTimeout: UInt64 {
@@ -123,16 +138,44 @@ public struct RequestPipeline: Sendable {
         return overflow ? UInt64.max : max(configuration.minimumTimeout, scaled)
     }
 
-    public func isOutstanding(_ block: BlockRequest) -> Bool { outstanding.contains { $0.block == block } }
+    public func isOutstanding(_ block: BlockRequest) -> Bool { index(of: block) != nil }
+
+    private func index(of block: BlockRequest) -> Int? {
+        if head < queue.count && queue[head].block == block { return head }
+        var index = head
+        while index < queue.count {
+            if queue[index].block == block { return index }
+            index += 1
+        }
+        return nil
+    }
+
+    /// Takes the request at `index` out of the queue; returns when it was sent.
+    private mutating func take(at index: Int) -> UInt64 {
+        let since = queue[index].since
+        if index == head {
+            head += 1
+            if head == queue.count {
+                queue.removeAll(keepingCapacity: true)
+                head = 0
+            } else if head >= 1024 && head * 2 >= queue.count {
+                queue.removeFirst(head)
+                head = 0
+            }
+        } else {
+            queue.remove(at: index)
+        }
+        return since
+    }
 
     // MARK: - Events
 
     /// The requests just sent.
     public mutating func requested(_ blocks: [BlockRequest], now: UInt64) {
         guard !blocks.isEmpty else { return }
-        if outstanding.isEmpty && !stalled { lastProgress = now }
+        if outstandingCount == 0 && !stalled { lastProgress = now }
         for block in blocks {
-            outstanding.append((block, now))
+            queue.append((block, now))
             forgetReleased(block)
         }
     }
@@ -141,8 +184,8 @@ public struct RequestPipeline: Sendable {
     public mutating func received(_ block: BlockRequest, now: UInt64) -> Arrival {
         advanceRate(now: now)
         let arrival: Arrival
-        if let index = outstanding.firstIndex(where: { $0.block == block }) {
-            let since = outstanding.remove(at: index).since
+        if let index = index(of: block) {
+            let since = take(at: index)
             sampleLatency(now >= since ? now - since : 0)
             arrival = .expected
             if inSlowStart { slowStartDepth = min(slowStartDepth + 1, configuration.maximumDepth) }
@@ -163,8 +206,8 @@ public struct RequestPipeline: Sendable {
     /// cancelled by us (end game). False if it was not outstanding.
     @discardableResult
     public mutating func remove(_ block: BlockRequest) -> Bool {
-        guard let index = outstanding.firstIndex(where: { $0.block == block }) else { return false }
-        outstanding.remove(at: index)
+        guard let index = index(of: block) else { return false }
+        _ = take(at: index)
         remember(block)
         return true
     }
@@ -173,7 +216,8 @@ public struct RequestPipeline: Sendable {
     /// peer left) and returns them.
     public mutating func removeAll() -> [BlockRequest] {
         let blocks = outstanding.map(\.block)
-        outstanding.removeAll()
+        queue.removeAll()
+        head = 0
         for block in blocks { remember(block) }
         return blocks
     }
@@ -184,7 +228,7 @@ public struct RequestPipeline: Sendable {
         advanceRate(now: now)
         let timeout = requestTimeout
         var kept: [(block: BlockRequest, since: UInt64)] = []
-        for request in outstanding {
+        for request in queue[head...] {
             if now > request.since && now - request.since >= timeout {
                 result.timedOut.append(request.block)
                 remember(request.block)
@@ -193,12 +237,13 @@ public struct RequestPipeline: Sendable {
             }
         }
         if !result.timedOut.isEmpty {
-            outstanding = kept
+            queue = kept
+            head = 0
             stalled = true
             // Something is wrong with this peer: stop growing its queue.
             inSlowStart = false
         }
-        let waiting = !outstanding.isEmpty || stalled
+        let waiting = outstandingCount > 0 || stalled
         if waiting && !isSnubbed && now > lastProgress && now - lastProgress >= configuration.snubTimeout {
             isSnubbed = true
             inSlowStart = false
@@ -222,7 +267,7 @@ public struct RequestPipeline: Sendable {
     }
 
     private mutating func advanceRate(now: UInt64) {
-        if outstanding.isEmpty { sampleStarved = true }
+        if outstandingCount == 0 { sampleStarved = true }
         guard now > sampleStart, now - sampleStart >= configuration.rateSampleInterval else { return }
         let elapsed = now - sampleStart
         let sample = Double(sampleBytes) * 1_000_000 / Double(elapsed)
@@ -239,7 +284,7 @@ public struct RequestPipeline: Sendable {
         hasRateSample = hasRateSample || sampleBytes > 0
         sampleStart = now
         sampleBytes = 0
-        sampleStarved = outstanding.isEmpty
+        sampleStarved = outstandingCount == 0
     }
 
     private mutating func remember(_ block: BlockRequest) {

@@ -7,6 +7,12 @@ import Glibc
 struct DownloadPeer: Hashable, Sendable {
     let connection: Int
     let ip: [UInt8]
+
+    /// The connection id alone tells peers apart: the picker looks peers up several
+    /// times per block, and hashing the address bytes each time was wasted work.
+    func hash(into hasher: inout Hasher) {
+        hasher.combine(connection)
+    }
 }
 
 /// A torrent that still misses pieces: the picker its peers share, block writes and
@@ -22,6 +28,11 @@ final class TorrentDownload {
     private var writesInFlight: [Int: Int] = [:]
     private var verifyWhenWritten: Set<Int> = []
     private var verifying: Set<Int> = []
+    /// Per piece being written: its SHA-1 followed as the blocks are written, so a
+    /// complete piece is checked without reading it back (see `InlinePieceHash`).
+    private var inlineHashes: [Int: InlinePieceHash] = [:]
+    /// Out-of-order bytes the inline hashes may hold, across the torrent's pieces.
+    private let inlineHashBudget = InlinePieceHash.Budget(limit: 8 << 20)
     private(set) var hashFailures: Int64 = 0
     private(set) var downloadedBytes: Int64 = 0
     /// Set when a write failed (disk full, read-only directory): nothing more is written
@@ -132,6 +143,13 @@ final class TorrentDownload {
         guard let blocks = unwritten.removeValue(forKey: piece), !blocks.isEmpty else { return }
         writesInFlight[piece, default: 0] += 1
         let bytes = blocks.reduce(0) { $0 + $1.1.count }
+        let inlineHash: InlinePieceHash
+        if let existing = inlineHashes[piece] {
+            inlineHash = existing
+        } else {
+            inlineHash = InlinePieceHash(length: torrent.metainfo.length(ofPiece: piece), budget: inlineHashBudget)
+            inlineHashes[piece] = inlineHash
+        }
         let storage = torrent.storage
         let pieceStart = Int64(piece) * Int64(torrent.metainfo.pieceLength)
         let bound = LoopBound(self, loop: loop)
@@ -148,6 +166,7 @@ final class TorrentDownload {
                     }
                 }
             }
+            if outcome == nil { inlineHash.add(blocks) }
             let result = outcome
             loop.post { bound.value.written(piece, bytes: bytes, error: result) }
         }
@@ -185,6 +204,13 @@ final class TorrentDownload {
         let metainfo = torrent.metainfo
         let bound = LoopBound(self, loop: loop)
         let loop = self.loop
+        if let digest = inlineHashes.removeValue(forKey: piece)?.digest() {
+            // Hashed as written: answered through the loop's queue like a disk result,
+            // not from inside the caller's message handling.
+            let good = digest[...] == metainfo.pieceHash(piece)
+            loop.post { bound.value.hashed(piece, good: good) }
+            return
+        }
         PieceHasher.hash(storage: storage, pieceLength: metainfo.pieceLength, pieces: [piece], pool: pool,
                          result: { _, outcome in
                              let good: Bool
@@ -213,6 +239,8 @@ final class TorrentDownload {
         failure = message
         verifyWhenWritten.removeAll()
         unwritten.removeAll()
+        for hash in inlineHashes.values { hash.discard() }
+        inlineHashes.removeAll()
         // Nothing more is written: peers must not wait on the disk.
         bytesQueued = 0
         if wasBackedUp {

@@ -282,6 +282,9 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     func pumpReads() {
         guard case .active = phase, let swarm else { return }
         while true {
+            // Nothing asked of us (the common case while downloading from a seed): no
+            // need to look at the output buffer.
+            guard session!.queuedCount > 0 else { return }
             // Output waiting plus reads in flight stay under the high watermark, so a
             // slow peer holds about 1 MiB here however many requests it queues; a fast
             // one, whose output the kernel takes at once, gets all 64 reads.

@@ -8,8 +8,10 @@ public final class DiskPool: Sendable {
     private let queue = QueueBox()
 
     private final class QueueBox: @unchecked Sendable {
-        // Guarded by `condition`.
-        var jobs: [@Sendable () -> Void] = []
+        // Guarded by `condition`. A started job's slot is emptied at once: the slots
+        // before `head` stay until the array is compacted, and a closure left in one
+        // would keep what it captured (a write job's 256 KiB of blocks) alive with it.
+        var jobs: [(@Sendable () -> Void)?] = []
         var head = 0
         var stopping = false
         var running = 0
@@ -65,7 +67,8 @@ public final class DiskPool: Sendable {
                 condition.unlock()
                 return
             }
-            let job = queue.jobs[queue.head]
+            let job = queue.jobs[queue.head]!
+            queue.jobs[queue.head] = nil
             queue.head += 1
             if queue.head > 1024 && queue.head * 2 > queue.jobs.count {
                 queue.jobs.removeFirst(queue.head)

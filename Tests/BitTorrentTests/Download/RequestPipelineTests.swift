@@ -38,6 +38,55 @@ import Testing
         #expect(pipeline.room == 6)
     }
 
+    @Test func aDeepPipelineIsToppedUpInBatches() {
+        // 2000 blocks/s wants 6000 requests; the peer's reqq holds the depth at 256.
+        var pipeline = RequestPipeline(peerQueueLength: 256, now: 0)
+        var next = 0
+        _ = Self.serve(&pipeline, blocksPerSecond: 2000, latency: 10_000, seconds: 10, next: &next)
+        let depth = pipeline.depth
+        #expect(depth == 256)
+        // Full: each block received frees a slot, but requests wait for a batch.
+        let free = depth - pipeline.outstandingCount
+        pipeline.requested((0..<free).map { Self.block(next + $0) }, now: 10_000_000)
+        next += free
+        #expect(pipeline.room == 0)
+        let batch = min(pipeline.configuration.maximumBatch, depth / 8)
+        for _ in 0..<(batch - 1) {
+            let head = pipeline.outstanding.first!.block
+            #expect(pipeline.received(head, now: 10_000_100) == .expected)
+            #expect(pipeline.room == 0)
+        }
+        let head = pipeline.outstanding.first!.block
+        #expect(pipeline.received(head, now: 10_000_100) == .expected)
+        #expect(pipeline.room == batch)
+
+        // A shallow pipeline is topped up per block.
+        var shallow = RequestPipeline(now: 0)
+        shallow.requested((0..<4).map(Self.block), now: 0)
+        _ = shallow.received(Self.block(0), now: 1000)
+        #expect(shallow.room == 2)  // slow start: depth 5, 3 outstanding
+    }
+
+    @Test func blocksAnsweredInAnyOrderOverManyRequests() {
+        var pipeline = RequestPipeline(now: 0)
+        let blocks = (0..<3000).map(Self.block)
+        pipeline.requested(blocks, now: 0)
+        // Mostly in order (the queue's head moves past its compaction point), some out
+        // of order, one rejected.
+        #expect(pipeline.received(blocks[5], now: 10) == .expected)
+        let removed = pipeline.remove(blocks[7])
+        #expect(removed)
+        for block in blocks where block != blocks[5] && block != blocks[7] && block != blocks[2999] {
+            #expect(pipeline.received(block, now: 20) == .expected)
+        }
+        #expect(pipeline.outstanding.map(\.block) == [blocks[2999]])
+        #expect(pipeline.isOutstanding(blocks[2999]) && !pipeline.isOutstanding(blocks[0]))
+        #expect(pipeline.received(blocks[7], now: 30) == .late)
+        #expect(pipeline.received(blocks[5], now: 30) == .unrequested)
+        #expect(pipeline.tick(now: 60_000_000).timedOut == [blocks[2999]])
+        #expect(pipeline.outstanding.isEmpty && pipeline.outstandingCount == 0)
+    }
+
     @Test func depthFollowsRateTimesQueueTime() {
         var pipeline = RequestPipeline(now: 0)
         var next = 0
