@@ -3,13 +3,18 @@
 
 Leechers are libtorrent processes with TCP disabled (uTP only, 4 MiB socket buffers,
 plaintext), each on its own loopback address; every download's SHA-1 is checked.
-Measured, per seeder: MiB/s (payload, first byte to last) and the seeder's CPU seconds
-per GiB sent (utime + stime from /proc/PID/stat across the download).
+Measured, per seeder: MiB/s (payload, first byte to last), the seeder's CPU seconds per
+GiB sent (utime + stime from /proc/PID/stat across the download) and the leechers' own
+CPU seconds per GiB received (all their threads: network, disk, SHA-1).
 
 1. one uTP leecher, `--size` (default 1 GiB): ours vs libtorrent's uTP seed, plus ours
-   over TCP (seed_throughput.py's TCP leecher) as the 80 % reference;
+   over TCP (the same leecher with uTP off and TCP on) as the 80 % reference;
 2. `--leechers` (default 4) uTP leechers at `--multi-size` (512 MiB) each: aggregate
-   MiB/s and how many finished;
+   MiB/s and how many finished, against libtorrent's uTP seed with 4 MiB socket buffers
+   and with its default ones (the OS default; issue #4's "default figure"). A leecher
+   that has not finished after `--slow-timeout` seconds is stopped and counted as
+   unfinished; the aggregate then counts the bytes it did get. `--leecher-buffers
+   default` gives these leechers the OS default socket buffers too;
 3. with `--netem`: a lossy path, 50 ms delay and 1 % loss each way (`--netem-size`):
    the seeder and the leecher in two network namespaces joined by a veth pair with
    netem where the kernel has sch_netem, else a user-space UDP relay on loopback.
@@ -46,9 +51,14 @@ UTP_SOCKET_FLAG = 1 << 17
 # --------------------------------------------------------------------------- processes
 
 
-def leech_main(torrent: str, save: str, address: str, host: str, port: int, timeout: float):
-    """A uTP-only libtorrent leecher; prints one JSON line (also when it gives up)."""
-    session = peers.lt_session(address, extra=UTP_ONLY)
+def leech_main(torrent: str, save: str, address: str, host: str, port: int, timeout: float, transport: str = "utp",
+               buffers: str = "4M"):
+    """A uTP-only (or, for the TCP reference, TCP-only) libtorrent leecher; prints one
+    JSON line (also when it gives up). `buffers` "default": the OS default socket buffers."""
+    extra = dict(UTP_ONLY) if transport == "utp" else {}
+    if buffers == "default":
+        extra.update(recv_socket_buffer_size=0, send_socket_buffer_size=0)
+    session = peers.lt_session(address, extra=extra)
     handle = peers.add_download(session, Path(torrent), Path(save))
     total = handle.torrent_file().total_size()
     first = None
@@ -72,7 +82,9 @@ def leech_main(torrent: str, save: str, address: str, host: str, port: int, time
             handle.connect_peer((host, port))
             last_connect = now
         if now - start > timeout:
-            print(json.dumps({"finished": False, "progress": status.progress, "transports": sorted(transports)}), flush=True)
+            print(json.dumps({"finished": False, "progress": status.progress, "first": first, "end": now,
+                              "bytes": status.total_wanted_done - first_bytes if first else 0,
+                              "transports": sorted(transports)}), flush=True)
             return
         session.pop_alerts()
         time.sleep(0.02)
@@ -85,9 +97,13 @@ def leech_main(torrent: str, save: str, address: str, host: str, port: int, time
                       "transports": sorted(transports)}), flush=True)
 
 
-def lt_seed_main(torrent: str, data: str, address: str, port: int):
-    """libtorrent's uTP seed: default settings, TCP off, 4 MiB socket buffers."""
-    session = peers.lt_session(address, port=port, extra=UTP_ONLY)
+def lt_seed_main(torrent: str, data: str, address: str, port: int, buffers: str = "4M"):
+    """libtorrent's uTP seed: default settings, TCP off, 4 MiB socket buffers, or with
+    `buffers` "default" libtorrent's own default (0: the OS default, 208 KiB here)."""
+    extra = dict(UTP_ONLY)
+    if buffers == "default":
+        extra.update(recv_socket_buffer_size=0, send_socket_buffer_size=0)
+    session = peers.lt_session(address, port=port, extra=extra)
     handle = peers.add_download(session, Path(torrent), Path(data))
     while not handle.status().is_seeding:
         session.pop_alerts()
@@ -130,21 +146,24 @@ class OurSeeder(base.Seeder):
 class LibtorrentSeeder(base.Seeder):
     kind = "libtorrent"
 
-    def __init__(self, work: Path, payload: Path, torrent: Path, address="127.0.0.1", prefix=()):
+    def __init__(self, work: Path, payload: Path, torrent: Path, address="127.0.0.1", prefix=(), buffers="4M"):
         self.port = free_port()
         self.host = address
+        if buffers == "default":
+            self.kind = "libtorrent-default"
         self.log = work / "lt-utp-seed.log"
         with open(self.log, "wb") as log:
             self.process = subprocess.Popen([*prefix, PYTHON, __file__, "_lt_seed", str(torrent), str(payload.parent),
-                                             address, str(self.port)],
+                                             address, str(self.port), buffers],
                                             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         wait_until(lambda: "ready" in self.log.read_text(errors="replace"), 300, "libtorrent seeder", self.process, self.log)
 
 
 def run_utp_leechers(seeder, torrent: Path, work: Path, count: int, size: int, digest: str, timeout: float,
-                     addresses=None, prefix=()) -> dict:
-    """`count` uTP leecher processes at once. Returns aggregate MiB/s over the finished
-    ones, how many finished, the seeder's CPU s/GiB and each leecher's MiB/s."""
+                     addresses=None, prefix=(), transport="utp", buffers="4M") -> dict:
+    """`count` uTP (or TCP) leecher processes at once. Returns aggregate MiB/s (bytes
+    received by all of them, first byte to last), how many finished, the seeder's CPU
+    s/GiB, the leechers' CPU s/GiB and each leecher's MiB/s."""
     cpu_before = seeder.cpu()
     leechers = []
     label = re.sub(r"[^A-Za-z0-9]+", "-", seeder.kind)
@@ -155,7 +174,7 @@ def run_utp_leechers(seeder, torrent: Path, work: Path, count: int, size: int, d
         address = addresses[index] if addresses else f"127.0.0.{51 + index}"
         with open(log, "wb") as out:
             process = subprocess.Popen([*prefix, PYTHON, __file__, "_leech", str(torrent), str(save), address, seeder.host,
-                                        str(seeder.port), str(timeout)],
+                                        str(seeder.port), str(timeout), transport, buffers],
                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT)
         leechers.append((process, log, save))
     results = []
@@ -176,19 +195,22 @@ def run_utp_leechers(seeder, torrent: Path, work: Path, count: int, size: int, d
             got = peers.file_sha1(next(save.iterdir()))
             if got != digest:
                 raise SystemExit(f"{seeder.kind}: downloaded file has sha1 {got}, expected {digest}")
-        if "tcp" in result["transports"]:
-            raise SystemExit(f"{seeder.kind}: a leecher used TCP")
+        if set(result["transports"]) - {transport}:
+            raise SystemExit(f"{seeder.kind}: a leecher used {result['transports']}, expected only {transport}")
         shutil.rmtree(save, ignore_errors=True)
     row = {"finished": len(finished), "leechers": count,
            "per_leecher": [round(result.get("rate", 0) / MiB, 1) for result in results],
            "leecher_cores": [round(result.get("cores", 0), 2) for result in results]}
-    if finished:
-        first = min(result["first"] for result in finished)
-        last = max(result["done"] for result in finished)
-        total = size * len(finished)
-        row.update(mibs=total / MiB / (last - first), cpu_per_gib=cpu / (total / GiB))
+    started = [result for result in results if result.get("first")]
+    if started:
+        first = min(result["first"] for result in started)
+        last = max(result["done"] if result["finished"] else result["end"] for result in started)
+        total = sum(size if result["finished"] else result["bytes"] for result in started)
+        leecher_cpu = sum(result["cores"] * (result["done"] - result["first"]) for result in finished)
+        row.update(mibs=total / MiB / (last - first), cpu_per_gib=cpu / (total / GiB),
+                   leecher_cpu_per_gib=leecher_cpu / (size * len(finished) / GiB) if finished else float("nan"))
     else:
-        row.update(mibs=0.0, cpu_per_gib=float("nan"))
+        row.update(mibs=0.0, cpu_per_gib=float("nan"), leecher_cpu_per_gib=float("nan"))
     return row
 
 
@@ -309,13 +331,19 @@ class LossyRelay:
 
 
 def make_seeder(kind: str, args, work: Path, payload: Path, torrent: Path, address="127.0.0.1", prefix=()):
-    if kind == "seeder":
+    if kind in ("seeder", "tcp"):
         return OurSeeder(args.seeder_bin, work, payload, torrent, address, prefix)
-    return LibtorrentSeeder(work, payload, torrent, address, prefix)
+    return LibtorrentSeeder(work, payload, torrent, address, prefix,
+                            buffers="default" if kind == "libtorrent-default" else "4M")
+
+
+LABELS = {"seeder": "ours uTP", "libtorrent": "libtorrent uTP", "libtorrent-default": "libtorrent uTP, default buffers",
+          "tcp": "ours over TCP"}
 
 
 def line(label: str, result: dict):
-    print(f"{label:<44} {result['mibs']:7.1f} MiB/s  {result.get('cpu_per_gib', float('nan')):5.2f} CPU s/GiB  "
+    print(f"{label:<56} {result['mibs']:7.1f} MiB/s  {result.get('cpu_per_gib', float('nan')):5.2f} CPU s/GiB  "
+          f"leecher {result.get('leecher_cpu_per_gib', float('nan')):5.2f} CPU s/GiB  "
           f"finished {result.get('finished', 1)}/{result.get('leechers', 1)}  per leecher {result['per_leecher']}  "
           f"leecher CPU cores {result.get('leecher_cores', '-')}  "
           f"load {os.getloadavg()[0]:.2f}", flush=True)
@@ -333,7 +361,13 @@ def main():
     parser.add_argument("--netem-timeout", type=float, default=240)
     parser.add_argument("--runs", type=int, default=1,
                         help="repeat the loopback parts, alternating the seeders' order (the machine is shared and noisy)")
-    parser.add_argument("--skip", default="", help="comma-separated parts to skip: single, tcp, multi")
+    parser.add_argument("--skip", default="",
+                        help="comma-separated parts to skip: single, tcp, multi, default-buffers")
+    parser.add_argument("--slow-timeout", type=float, default=180,
+                        help="seconds libtorrent's default-buffer seed gets in the multi-leecher part")
+    parser.add_argument("--leecher-buffers", choices=["4M", "default"], default="4M",
+                        help="the multi-leecher part's leechers' socket buffers (default: 4 MiB, as in the tests); "
+                             "with 'default' every seeder gets --slow-timeout")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     assert os.access(args.seeder_bin, os.X_OK), f"{args.seeder_bin}: build it with " \
@@ -348,30 +382,31 @@ def main():
             kinds = ([] if "single" in skip else ["seeder", "libtorrent"]) + ([] if "tcp" in skip else ["tcp"])
             for run in range(args.runs):
                 for kind in kinds if run % 2 == 0 else list(reversed(kinds)):
-                    seeder = make_seeder("seeder" if kind == "tcp" else kind, args, work, payload, torrent)
+                    seeder = make_seeder(kind, args, work, payload, torrent)
                     try:
-                        if kind == "tcp":
-                            result = base.run_leechers(seeder, torrent, work, 1, args.size, digest)
-                            result.update(finished=1, leechers=1)
-                        else:
-                            result = run_utp_leechers(seeder, torrent, work, 1, args.size, digest, timeout=600)
+                        result = run_utp_leechers(seeder, torrent, work, 1, args.size, digest, timeout=600,
+                                                  transport="tcp" if kind == "tcp" else "utp")
                     finally:
                         seeder.stop()
-                    label = f"1 leecher {args.size // MiB} MiB, {'ours over TCP' if kind == 'tcp' else kind + ' uTP'}"
+                    label = f"1 leecher {args.size // MiB} MiB, {LABELS[kind]}"
                     line(label, result)
                     rows.append({"part": "single", "seeder": kind, "run": run + 1, **result})
             shutil.rmtree(work / "data")
         if "multi" not in skip:
             payload, torrent, digest = make_payload(work / "data-multi", "multi.bin", args.multi_size, args.piece_size)
+            kinds = ["seeder", "libtorrent"] + ([] if "default-buffers" in skip else ["libtorrent-default"])
             for run in range(args.runs):
-                for kind in ["seeder", "libtorrent"] if run % 2 == 0 else ["libtorrent", "seeder"]:
+                for kind in kinds if run % 2 == 0 else list(reversed(kinds)):
                     seeder = make_seeder(kind, args, work, payload, torrent)
                     try:
+                        slow = kind == "libtorrent-default" or args.leecher_buffers == "default"
                         result = run_utp_leechers(seeder, torrent, work, args.leechers, args.multi_size, digest,
-                                                  timeout=600)
+                                                  timeout=args.slow_timeout if slow else 600,
+                                                  buffers=args.leecher_buffers)
                     finally:
                         seeder.stop()
-                    line(f"{args.leechers} leechers x {args.multi_size // MiB} MiB, {kind} uTP", result)
+                    leechers = f"{args.leechers} leechers" + (" (default buffers)" if args.leecher_buffers == "default" else "")
+                    line(f"{leechers} x {args.multi_size // MiB} MiB, {LABELS[kind]}", result)
                     rows.append({"part": "multi", "seeder": kind, "run": run + 1, **result})
             shutil.rmtree(work / "data-multi")
         if args.netem:
@@ -418,30 +453,40 @@ def summarize(rows):
     def median(values):
         values = sorted(values)
         return values[len(values) // 2] if values else float("nan")
-    print("\n| part | seeder | MiB/s (median) | runs | CPU s/GiB (median) | finished |")
-    print("| --- | --- | ---: | --- | ---: | --- |")
+    print("\n| part | seeder | MiB/s (median) | runs | CPU s/GiB (median) | leecher CPU s/GiB (median) | finished |")
+    print("| --- | --- | ---: | --- | ---: | ---: | --- |")
     medians = {}
+    cpu = {}
     for part in ["single", "multi", "lossy"]:
-        for kind in ["seeder", "libtorrent", "tcp"]:
+        for kind in ["seeder", "libtorrent", "libtorrent-default", "tcp"]:
             mine = [row for row in rows if row["part"] == part and row["seeder"] == kind]
             if not mine:
                 continue
             medians[part, kind] = median([row["mibs"] for row in mine])
+            cpu[part, kind] = (median([row["cpu_per_gib"] for row in mine]),
+                               median([row.get("leecher_cpu_per_gib", float("nan")) for row in mine]))
             rates = ", ".join(f"{row['mibs']:.1f}" for row in mine)
             finished = ", ".join(f"{row['finished']}/{row['leechers']}" for row in mine)
-            print(f"| {part} | {'ours over TCP' if kind == 'tcp' else kind + ' uTP'} | {medians[part, kind]:.1f} | "
-                  f"{rates} | {median([row['cpu_per_gib'] for row in mine]):.2f} | {finished} |")
+            print(f"| {part} | {LABELS[kind]} | {medians[part, kind]:.1f} | "
+                  f"{rates} | {cpu[part, kind][0]:.2f} | {cpu[part, kind][1]:.2f} | {finished} |")
     for part in ["single", "multi", "lossy"]:
-        if (part, "seeder") in medians and (part, "libtorrent") in medians:
-            print(f"{part}: ours / libtorrent uTP = {medians[part, 'seeder'] / medians[part, 'libtorrent']:.2f}x")
+        for other in ["libtorrent", "libtorrent-default"]:
+            if (part, "seeder") in medians and (part, other) in medians and medians[part, other] > 0:
+                print(f"{part}: ours / {LABELS[other]} = {medians[part, 'seeder'] / medians[part, other]:.2f}x")
     if ("single", "seeder") in medians and ("single", "tcp") in medians:
         print(f"single: ours uTP / ours TCP = {medians['single', 'seeder'] / medians['single', 'tcp']:.0%}")
+        # Seeder and leecher share this machine's cores: when they are all busy, the
+        # rates go as the inverse of the CPU both spend per GiB.
+        utp, tcp = sum(cpu["single", "seeder"]), sum(cpu["single", "tcp"])
+        print(f"single: seeder + leecher CPU per GiB, uTP {utp:.2f} s, TCP {tcp:.2f} s; "
+              f"TCP / uTP = {tcp / utp:.0%}")
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "_leech":
-        leech_main(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), float(sys.argv[7]))
+        leech_main(sys.argv[2], sys.argv[3], sys.argv[4], sys.argv[5], int(sys.argv[6]), float(sys.argv[7]), sys.argv[8],
+                   sys.argv[9])
     elif len(sys.argv) > 1 and sys.argv[1] == "_lt_seed":
-        lt_seed_main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]))
+        lt_seed_main(sys.argv[2], sys.argv[3], sys.argv[4], int(sys.argv[5]), sys.argv[6])
     else:
         main()

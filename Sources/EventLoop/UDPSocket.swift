@@ -242,6 +242,131 @@ public final class UDPSocket {
         bytes.withUnsafeBytes { send($0, to: destination) }
     }
 
+    /// Sends consecutive datagrams to one destination straight from the caller's memory:
+    /// `raw[start ..< ends[0]]`, `raw[ends[0] ..< ends[1]]`, ... With nothing queued
+    /// ahead of them they go to the kernel at once, in `sendmmsg` calls of GSO runs,
+    /// without being copied; only what the kernel does not take now (a full socket
+    /// buffer) is copied into the queue, as `send` would. Returns how many were sent or
+    /// queued (the rest were dropped, as by `send`).
+    @discardableResult
+    public func send(run raw: UnsafeRawBufferPointer, start: Int, ends: UnsafeBufferPointer<Int>,
+                     to destination: SocketAddress) -> Int {
+        guard !ends.isEmpty else { return 0 }
+        guard fd >= 0, destination.isIPv4 == isIPv4 else {
+            statistics.droppedDatagrams += ends.count
+            return 0
+        }
+        var done = 0
+        if queueHead == queued.count && !waitingForWritable, let base = raw.baseAddress {
+            var name = sockaddr_storage()
+            let nameLength = destination.withSockAddr { pointer, length in
+                withUnsafeMutableBytes(of: &name) { $0.copyMemory(from: UnsafeRawBufferPointer(start: pointer, count: Int(length))) }
+                return length
+            }
+            done = sendDirect(base, start: start, ends: ends, name: name, nameLength: nameLength, destination: destination)
+        }
+        var accepted = done
+        var offset = done == 0 ? start : ends[done - 1]
+        for index in done ..< ends.count {
+            if send(UnsafeRawBufferPointer(rebasing: raw[offset ..< ends[index]]), to: destination) { accepted += 1 }
+            offset = ends[index]
+        }
+        return accepted
+    }
+
+    /// The zero-copy half of `send(run:)`: returns how many datagrams the kernel took or
+    /// refused for good (an error other than a full buffer drops them, as `flush` does).
+    private func sendDirect(_ base: UnsafeRawPointer, start: Int, ends: UnsafeBufferPointer<Int>, name: sockaddr_storage,
+                            nameLength: socklen_t, destination: SocketAddress) -> Int {
+        let batch = max(1, min(options.batchSize, 1024))
+        var next = 0
+        while fd >= 0, next < ends.count {
+            var messages = 0
+            var index = next
+            while messages < batch && index < ends.count {
+                let first = index == 0 ? start : ends[index - 1]
+                let size = ends[index] - first
+                if size > 65_507 {
+                    // Longer than UDP allows: dropped, as `send` would.
+                    if messages == 0 {
+                        statistics.droppedDatagrams += 1
+                        index += 1
+                        next = index
+                        continue
+                    }
+                    break
+                }
+                var run = 1
+                if gsoEnabled {
+                    // Equal sizes, the last of a run may be shorter (UDP_SEGMENT's rule).
+                    var total = size
+                    var previous = size
+                    while run < Self.maxSegments, index + run < ends.count {
+                        let candidate = ends[index + run] - ends[index + run - 1]
+                        guard previous == size, candidate <= size, total + candidate <= Self.maxGSOBytes else { break }
+                        total += candidate
+                        previous = candidate
+                        run += 1
+                    }
+                }
+                let length = ends[index + run - 1] - first
+                sendNames[messages] = name
+                sendVectors[messages] = iovec(iov_base: UnsafeMutableRawPointer(mutating: base + first), iov_len: length)
+                sendHeaders[messages] = seeder_mmsghdr()
+                sendHeaders[messages].msg_hdr.msg_name = UnsafeMutableRawPointer(sendNames + messages)
+                sendHeaders[messages].msg_hdr.msg_namelen = nameLength
+                sendHeaders[messages].msg_hdr.msg_iov = sendVectors + messages
+                sendHeaders[messages].msg_hdr.msg_iovlen = 1
+                if run > 1 { setSegmentSize(message: messages, size: size) }
+                sendRunLengths[messages] = run
+                messages += 1
+                index += run
+            }
+            if messages == 0 { break }
+            let result = seeder_sendmmsg(fd, sendHeaders, UInt32(messages), Int32(MSG_DONTWAIT))
+            if result > 0 {
+                for message in 0 ..< Int(result) {
+                    let run = sendRunLengths[message]
+                    let first = next == 0 ? start : ends[next - 1]
+                    statistics.sentBytes += ends[next + run - 1] - first
+                    statistics.sentDatagrams += run
+                    next += run
+                }
+                continue
+            }
+            let code = errno
+            if code == EINTR { continue }
+            if code == EAGAIN || code == EWOULDBLOCK {
+                statistics.sendBlocked += 1
+                waitingForWritable = true
+                event_add(writeEvent, nil)
+                break
+            }
+            if sendRunLengths[0] > 1 && (code == EIO || code == EINVAL || code == ENOPROTOOPT || code == EOPNOTSUPP) {
+                gsoEnabled = false
+                continue
+            }
+            next += sendRunLengths[0]
+            statistics.sendErrors += 1
+            delegate?.udpSocket(self, failedToSendTo: destination, errorCode: code)
+        }
+        return next
+    }
+
+    /// The UDP_SEGMENT control message of one sendmmsg header.
+    private func setSegmentSize(message: Int, size: Int) {
+        let control = sendControls + message * Self.controlSpace
+        control.initializeMemory(as: UInt8.self, repeating: 0, count: Self.controlSpace)
+        // struct cmsghdr { size_t len; int level; int type; } then the data:
+        // CMSG_LEN(2) = 18, CMSG_SPACE(2) = 24 (the macros do not import).
+        control.storeBytes(of: 18, as: Int.self)
+        control.storeBytes(of: Int32(IPPROTO_UDP), toByteOffset: 8, as: Int32.self)
+        control.storeBytes(of: Int32(103 /* UDP_SEGMENT */), toByteOffset: 12, as: Int32.self)
+        control.storeBytes(of: UInt16(size), toByteOffset: 16, as: UInt16.self)
+        sendHeaders[message].msg_hdr.msg_control = control
+        sendHeaders[message].msg_hdr.msg_controllen = Self.controlSpace
+    }
+
     /// Hands queued datagrams to the kernel, `batchSize` a system call, until the queue
     /// is empty or the socket buffer is full (then the rest goes when it is writable).
     public func flush() {
@@ -275,18 +400,7 @@ public final class UDPSocket {
                     sendHeaders[messages].msg_hdr.msg_namelen = first.nameLength
                     sendHeaders[messages].msg_hdr.msg_iov = sendVectors + messages
                     sendHeaders[messages].msg_hdr.msg_iovlen = 1
-                    if run > 1 {
-                        let control = sendControls + messages * Self.controlSpace
-                        control.initializeMemory(as: UInt8.self, repeating: 0, count: Self.controlSpace)
-                        // struct cmsghdr { size_t len; int level; int type; } then the data:
-                        // CMSG_LEN(2) = 18, CMSG_SPACE(2) = 24 (the macros do not import).
-                        control.storeBytes(of: 18, as: Int.self)
-                        control.storeBytes(of: Int32(IPPROTO_UDP), toByteOffset: 8, as: Int32.self)
-                        control.storeBytes(of: Int32(103 /* UDP_SEGMENT */), toByteOffset: 12, as: Int32.self)
-                        control.storeBytes(of: UInt16(first.length), toByteOffset: 16, as: UInt16.self)
-                        sendHeaders[messages].msg_hdr.msg_control = control
-                        sendHeaders[messages].msg_hdr.msg_controllen = Self.controlSpace
-                    }
+                    if run > 1 { setSegmentSize(message: messages, size: first.length) }
                     sendRunLengths[messages] = run
                     messages += 1
                     next += run

@@ -21,7 +21,7 @@
 /// mux.endOfBatch(now: now)
 /// // after any call: send what is queued, handle events, re-arm the timer
 /// mux.takeDatagrams(into: &spare)
-/// spare.forEach { to, bytes in port.send(bytes, to: to) }
+/// spare.forEach { to, bytes in port.send(bytes, to: to) }   // or forEachRun: a run per destination
 /// for event in mux.takeEvents() { ... }   // accepted, connected, readable, writable, closed
 /// timer.arm(at: mux.nextDeadline)          // then mux.tick(now:)
 /// // application side:

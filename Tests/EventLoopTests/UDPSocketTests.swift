@@ -109,6 +109,56 @@ func datagram(_ sequence: Int) -> [UInt8] {
         #expect(echo.batches < total / 4 && echo.largestBatch > 32)
     }
 
+    /// `send(run:)` hands a run straight to the kernel (GSO runs of equal sizes, a
+    /// shorter last one, sizes that break runs), in order and unaltered; with datagrams
+    /// already queued it queues behind them instead, so order still holds.
+    @Test(arguments: ["127.0.0.1", "::1"])
+    func runsGoOutInOrderWithoutTheQueue(host: String) throws {
+        let loop = EventLoop()
+        let sender = try UDPSocket(loop: loop, address: SocketAddress(ip: host, port: 0)!)
+        let receiver = try UDPSocket(loop: loop, address: SocketAddress(ip: host, port: 0)!)
+        // 150 full-size datagrams (more than one GSO message and one sendmmsg batch), a
+        // short one, full ones again, sizes that vary, then a second run after a queued one.
+        var sizes = Array(repeating: 1402, count: 150) + [300] + Array(repeating: 1402, count: 70)
+        sizes += (0..<40).map { 20 + ($0 * 37) % 1300 }
+        var expected: [[UInt8]] = []
+        var raw: [UInt8] = [9, 9, 9]  // the run starts past unrelated bytes
+        var ends: [Int] = []
+        for (index, size) in sizes.enumerated() {
+            var bytes = withUnsafeBytes(of: UInt32(index).bigEndian) { Array($0) }
+            for k in 4..<size { bytes.append(UInt8(truncatingIfNeeded: index &* 13 &+ k)) }
+            expected.append(bytes)
+            raw += bytes
+            ends.append(raw.count)
+        }
+        var received: [[UInt8]] = []
+        let recorder = UDPRecorder()
+        recorder.onDatagram = { _, bytes, _ in
+            received.append(bytes)
+            if received.count == expected.count + 3 { loop.stop() }
+        }
+        receiver.delegate = recorder
+        let sent = raw.withUnsafeBytes { raw in
+            ends.withUnsafeBufferPointer { sender.send(run: raw, start: 3, ends: $0, to: receiver.localAddress) }
+        }
+        #expect(sent == sizes.count)
+        #expect(sender.queuedCount == 0)  // nothing was queued: it all went to the kernel
+        // Queued first, then a run: the run waits behind the queued datagram.
+        sender.send([1, 1], to: receiver.localAddress)
+        let tail: [UInt8] = [2, 2, 3, 3, 3]
+        let second = tail.withUnsafeBytes { raw in
+            [2, 5].withUnsafeBufferPointer { sender.send(run: raw, start: 0, ends: $0, to: receiver.localAddress) }
+        }
+        #expect(second == 2 && sender.queuedCount == 3)
+        sender.flush()
+        #expect(runLoop(loop, limit: 10_000_000), "received \(received.count) of \(expected.count + 3)")
+        #expect(received.prefix(expected.count).elementsEqual(expected))
+        #expect(received.suffix(3) == [[1, 1], [2, 2], [3, 3, 3]])
+        #expect(sender.statistics.sentDatagrams == expected.count + 3)
+        #expect(sender.statistics.sentBytes == raw.count - 3 + 7)
+        #expect(sender.statistics.droppedDatagrams == 0 && sender.statistics.sendErrors == 0)
+    }
+
     @Test func buffersAreLarge() throws {
         let loop = EventLoop()
         let socket = try UDPSocket(loop: loop, address: SocketAddress(ip: "127.0.0.1", port: 0)!)

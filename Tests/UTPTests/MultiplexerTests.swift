@@ -124,4 +124,43 @@ import SeededRandom
         mux.takeDatagrams(into: &batch)
         #expect(batch.isEmpty)
     }
+
+    /// Destinations are kept per run of consecutive datagrams: calls for one endpoint
+    /// extend its run, another endpoint starts a new one, and `forEachRun` hands each
+    /// run over whole with its datagrams' end offsets.
+    @Test func datagramBatchRuns() throws {
+        var mux = UTPMultiplexer<Int>()
+        var rng = SplitMix64(seed: 5)
+        let a1 = try #require(mux.connect(to: 4, now: 1, rng: &rng))
+        let a2 = try #require(mux.connect(to: 4, now: 1, rng: &rng))
+        let b = try #require(mux.connect(to: 6, now: 1, rng: &rng))
+        _ = (a1, a2, b)
+        _ = try #require(mux.connect(to: 4, now: 1, rng: &rng))
+        var batch = UTPDatagramBatch<Int>()
+        mux.takeDatagrams(into: &batch)
+        #expect(batch.count == 4)
+        #expect(batch.endpoints == [4, 4, 6, 4])
+        #expect((0 ..< 4).map { batch[$0].endpoint } == [4, 4, 6, 4])
+        var runs: [(Int, Int, [Int])] = []
+        batch.forEachRun { endpoint, raw, start, ends in
+            runs.append((endpoint, start, Array(ends)))
+            #expect(raw.count == 80)
+            var offset = start
+            for end in ends {
+                #expect(end - offset == 20 && raw[offset] == 0x41)
+                offset = end
+            }
+        }
+        #expect(runs.map(\.0) == [4, 6, 4])
+        #expect(runs.map(\.1) == [0, 40, 60])
+        #expect(runs.map(\.2) == [[20, 40], [60], [80]])
+        var flat: [Int] = []
+        batch.forEach { endpoint, _ in flat.append(endpoint) }
+        #expect(flat == [4, 4, 6, 4])
+        mux.takeDatagrams(into: &batch)
+        #expect(batch.isEmpty && batch.endpoints.isEmpty)
+        var none = 0
+        batch.forEachRun { _, _, _, _ in none += 1 }
+        #expect(none == 0)
+    }
 }

@@ -55,6 +55,13 @@ final class UDPPort: UDPSocketDelegate {
         return socket.send(bytes, to: destination)
     }
 
+    /// Sends consecutive datagrams to one destination without copying them (see
+    /// `UDPSocket.send(run:start:ends:to:)`).
+    func send(run raw: UnsafeRawBufferPointer, start: Int, ends: UnsafeBufferPointer<Int>, to destination: SocketAddress) {
+        guard let socket = sockets.first(where: { $0.isIPv4 == destination.isIPv4 }) else { return }
+        socket.send(run: raw, start: start, ends: ends, to: destination)
+    }
+
     func flush() {
         for socket in sockets { socket.flush() }
     }

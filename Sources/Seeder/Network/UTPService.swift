@@ -213,7 +213,7 @@ final class UTPService {
         } while mux.pendingEventCount > 0 && rounds < 16
         mux.takeDatagrams(into: &spare)
         let port = self.port
-        spare.forEach { destination, bytes in port.send(bytes, to: destination) }
+        spare.forEachRun { destination, raw, start, ends in port.send(run: raw, start: start, ends: ends, to: destination) }
         armTimer()
     }
 
