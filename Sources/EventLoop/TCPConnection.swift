@@ -5,7 +5,9 @@ import Synchronization
 public protocol TCPConnectionDelegate: AnyObject {
     /// An outgoing connection was established.
     func connectionEstablished(_ connection: TCPConnection)
-    /// Bytes arrived; take them with `readAvailable`.
+    /// The socket is readable: take the bytes with `receive` or `readAvailable` before
+    /// returning, or stop reading (the socket stays readable, so this is called again).
+    /// An end of stream found by reading is reported after this returns.
     func connectionReadable(_ connection: TCPConnection)
     /// The output buffer drained to the low watermark: room for more.
     func connectionWritable(_ connection: TCPConnection)
@@ -13,9 +15,23 @@ public protocol TCPConnectionDelegate: AnyObject {
     func connectionClosed(_ connection: TCPConnection, reason: String)
 }
 
-/// A TCP connection over a libevent bufferevent. Loop thread only.
+/// A TCP connection: output through a libevent bufferevent, input read by us. Loop
+/// thread only.
+///
+/// Input does not go through the bufferevent: its `evbuffer_read` asks the kernel how
+/// much is waiting (an `ioctl(FIONREAD)`) before every read and copies into its own
+/// chunks, from which the peer wire's decoder copied again. Downloading, a read comes
+/// every few KiB, so that was a system call and a copy of every byte too many: `receive`
+/// reads with one `recv` straight into the caller's buffer.
 public final class TCPConnection {
     private var bev: OpaquePointer?
+    /// Our EV_READ event on the socket, added while connected and reading is wanted.
+    private var readEvent: OpaquePointer?
+    private var wantsReading = true
+    private var readEventAdded = false
+    /// How a `recv` ended the stream, reported once the read callback returns.
+    private var endOfInput: String?
+    private var inReadCallback = false
     public weak var delegate: TCPConnectionDelegate?
     public let remote: SocketAddress
     public private(set) var isConnected: Bool
@@ -26,10 +42,8 @@ public final class TCPConnection {
     /// one system call and one loop turn per block when seeding; the socket buffer
     /// (autotuned to megabytes) takes far more than that.
     public static let maxSingleWrite = 1 << 20
-    /// Most bytes taken from the socket per read callback (libevent's default: 16 KiB).
-    /// When the loop falls behind a fast downloading peer, one callback takes up to
-    /// 256 KiB of what gathered (was 64 KiB): fewer callbacks, reads and FIONREAD calls
-    /// for the same bytes.
+    /// Most bytes to read per read callback: when the loop falls behind a fast
+    /// downloading peer, one `recv` takes up to this much of what gathered.
     public static let maxSingleRead = 256 << 10
 
     /// Wraps an accepted socket.
@@ -38,7 +52,8 @@ public final class TCPConnection {
         isConnected = true
         _ = seeder_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1)
         bev = bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue))
-        install()
+        install(loop: loop, fd: fd)
+        updateReadEvent()
     }
 
     /// Starts connecting to `remote`; the delegate hears `connectionEstablished` or
@@ -53,7 +68,7 @@ public final class TCPConnection {
         }
         if fd >= 0 { _ = seeder_set_int_option(fd, Int32(IPPROTO_TCP), TCP_NODELAY, 1) }
         bev = fd >= 0 ? bufferevent_socket_new(loop.base, fd, Int32(BEV_OPT_CLOSE_ON_FREE.rawValue)) : nil
-        install()
+        install(loop: loop, fd: fd)
         if let bev {
             let started = remote.withSockAddr { bufferevent_socket_connect(bev, UnsafeMutablePointer(mutating: $0), Int32($1)) }
             if started != 0 { failLater(loop: loop, "connect failed: \(String(cString: strerror(errno)))") }
@@ -72,13 +87,14 @@ public final class TCPConnection {
         }
     }
 
-    private func install() {
+    private func install(loop: EventLoop, fd: Int32) {
         guard let bev else { return }
         let context = Unmanaged.passUnretained(self).toOpaque()
-        bufferevent_setcb(bev, { _, context in
+        readEvent = event_new(loop.base, fd, Int16(EV_READ | EV_PERSIST), { _, _, context in
             let this = Unmanaged<TCPConnection>.fromOpaque(context!).takeUnretainedValue()
-            this.delegate?.connectionReadable(this)
-        }, { _, context in
+            this.readable()
+        }, context)
+        bufferevent_setcb(bev, nil, { _, context in
             let this = Unmanaged<TCPConnection>.fromOpaque(context!).takeUnretainedValue()
             this.delegate?.connectionWritable(this)
         }, { _, events, context in
@@ -87,14 +103,73 @@ public final class TCPConnection {
         }, context)
         bufferevent_setwatermark(bev, Int16(EV_WRITE), Self.writeLowWatermark, 0)
         _ = bufferevent_set_max_single_write(bev, Self.maxSingleWrite)
-        _ = bufferevent_set_max_single_read(bev, Self.maxSingleRead)
-        bufferevent_enable(bev, Int16(EV_READ | EV_WRITE))
+        bufferevent_disable(bev, Int16(EV_READ))
+        bufferevent_enable(bev, Int16(EV_WRITE))
+    }
+
+    /// Adds or removes the read event to match what is wanted: reading starts once the
+    /// connection is established.
+    private func updateReadEvent() {
+        guard let readEvent else { return }
+        let want = wantsReading && isConnected && bev != nil
+        guard want != readEventAdded else { return }
+        if want { event_add(readEvent, nil) } else { event_del(readEvent) }
+        readEventAdded = want
+    }
+
+    private func readable() {
+        guard bev != nil else { return }
+        guard let delegate else {
+            // Nobody to take the bytes: stop, rather than be woken for them forever.
+            setReading(false)
+            return
+        }
+        endOfInput = nil
+        inReadCallback = true
+        delegate.connectionReadable(self)
+        inReadCallback = false
+        let reason = endOfInput
+        endOfInput = nil
+        // Unless the delegate closed the connection itself meanwhile.
+        if let reason, bev != nil { closeAndNotify(reason) }
+    }
+
+    /// Reads what the socket holds, up to `buffer.count` bytes, into `buffer`; the count
+    /// read (0 when nothing was waiting, or when the stream ended). Call from
+    /// `connectionReadable`.
+    public func receive(into buffer: UnsafeMutableRawBufferPointer) -> Int {
+        guard let bev, endOfInput == nil, buffer.count > 0 else { return 0 }
+        let fd = bufferevent_getfd(bev)
+        while true {
+            let count = recv(fd, buffer.baseAddress, buffer.count, 0)
+            if count > 0 { return count }
+            if count == 0 {
+                endInput("closed by peer")
+                return 0
+            }
+            let code = errno
+            if code == EINTR { continue }
+            if code != EAGAIN && code != EWOULDBLOCK { endInput(String(cString: strerror(code))) }
+            return 0
+        }
+    }
+
+    private func endInput(_ reason: String) {
+        if inReadCallback {
+            // The caller may be in the middle of its own state (its decoder): it hears of
+            // the end once it returns from `connectionReadable`.
+            endOfInput = reason
+            setReading(false)
+        } else {
+            closeAndNotify(reason)
+        }
     }
 
     private func handle(events: Int16) {
         let flags = Int32(events)
         if flags & Int32(BEV_EVENT_CONNECTED) != 0 {
             isConnected = true
+            updateReadEvent()
             delegate?.connectionEstablished(self)
             return
         }
@@ -120,32 +195,13 @@ public final class TCPConnection {
         return evbuffer_get_length(bufferevent_get_output(bev))
     }
 
-    public var inputLength: Int {
-        guard let bev else { return 0 }
-        return evbuffer_get_length(bufferevent_get_input(bev))
-    }
-
-    /// Hands every buffered input chunk to `body`, then drains them.
+    /// Reads what the socket holds (one `recv` of up to `maxSingleRead` bytes) and hands
+    /// it to `body`. Call from `connectionReadable`.
     public func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void) {
-        guard let bev else { return }
-        let input = bufferevent_get_input(bev)
-        let total = evbuffer_get_length(input)
-        guard total > 0 else { return }
-        var vectors = [iovec](repeating: iovec(), count: 16)
-        var remaining = total
-        while remaining > 0 {
-            let count = Int(evbuffer_peek(input, -1, nil, &vectors, Int32(vectors.count)))
-            guard count > 0 else { break }
-            var consumed = 0
-            for index in 0..<min(count, vectors.count) {
-                let vector = vectors[index]
-                body(UnsafeRawBufferPointer(start: vector.iov_base, count: vector.iov_len))
-                consumed += vector.iov_len
-            }
-            evbuffer_drain(input, consumed)
-            remaining -= consumed
-            if self.bev == nil { return }  // closed by the body
-        }
+        let scratch = UnsafeMutableRawBufferPointer.allocate(byteCount: Self.maxSingleRead, alignment: 16)
+        defer { scratch.deallocate() }
+        let count = receive(into: scratch)
+        if count > 0 { body(UnsafeRawBufferPointer(rebasing: scratch[0..<count])) }
     }
 
     public func write(_ bytes: UnsafeRawBufferPointer) {
@@ -181,14 +237,20 @@ public final class TCPConnection {
 
     /// Stops or resumes reading from the socket (download limits, back-pressure).
     public func setReading(_ enabled: Bool) {
-        guard let bev else { return }
-        if enabled { bufferevent_enable(bev, Int16(EV_READ)) } else { bufferevent_disable(bev, Int16(EV_READ)) }
+        wantsReading = enabled
+        updateReadEvent()
     }
 
     /// Closes at once, dropping unsent output. The delegate is not called.
     public func close() {
         failTimer?.cancel()
         failTimer = nil
+        if let readEvent {
+            // Before the bufferevent closes the socket.
+            event_free(readEvent)
+            self.readEvent = nil
+            readEventAdded = false
+        }
         if let bev {
             bufferevent_setcb(bev, nil, nil, nil, nil)
             bufferevent_free(bev)

@@ -54,6 +54,47 @@ import SeededRandom
         #expect(throws: PeerProtocolError.malformed(id: 6, length: 3)) { try decoder.next() }
     }
 
+    @Test func fillReadsInPlaceAcrossCompactions() throws {
+        // Blocks cut at every size up to a read's capacity: buffered bytes are moved to
+        // the front and the buffer grown as reads come, and no byte is lost or repeated.
+        var stream: [UInt8] = []
+        var expected: [PeerMessage] = []
+        for index in 0..<64 {
+            var random = SplitMix64(seed: UInt64(index))
+            let message = PeerMessage.piece(piece: index, offset: 0, data: (0..<16384).map { _ in UInt8.random(in: 0...255, using: &random) })
+            message.encode(into: &stream)
+            expected.append(message)
+            PeerMessage.have(piece: index).encode(into: &stream)
+            expected.append(.have(piece: index))
+        }
+        var decoder = PeerMessageDecoder(maxMessageLength: 1 << 16)
+        var decoded: [PeerMessage] = []
+        var position = 0
+        var cut = 1
+        while position < stream.count {
+            let capacity = 20_000
+            let wanted = min(cut, capacity, stream.count - position)
+            let added = decoder.fill(capacity: capacity) { space in
+                #expect(space.count == capacity)
+                stream[position..<(position + wanted)].withUnsafeBytes { space.copyMemory(from: $0) }
+                return wanted
+            }
+            #expect(added == wanted)
+            position += wanted
+            cut = cut * 7 % 19_997 + 1
+            while let message = try decoder.next() { decoded.append(message) }
+        }
+        #expect(decoded == expected)
+        #expect(decoder.bufferedByteCount == 0)
+        // A read that found nothing adds nothing; and once empty, a decoder whose reads
+        // got small gives back its large storage.
+        #expect(decoder.fill(capacity: 256 << 10) { _ in 0 } == 0)
+        #expect(decoder.storageByteCount >= 256 << 10)
+        #expect(decoder.fill(capacity: 100) { _ in 0 } == 0)
+        #expect(decoder.bufferedByteCount == 0)
+        #expect(decoder.storageByteCount < 1024)
+    }
+
     @Test func skipsUnknownMessages() throws {
         var decoder = PeerMessageDecoder(maxMessageLength: 1 << 16)
         decoder.append([0, 0, 0, 3, 99, 1, 2] + PeerMessage.interested.encoded())

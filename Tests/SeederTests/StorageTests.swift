@@ -89,6 +89,33 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         #expect(back == Array(data[5..<25]))
     }
 
+    @Test func gatheredWritesSplitAcrossFilesAndSkipPadding() throws {
+        let scratch = ScratchDirectory()
+        let metainfo = try makeTorrent([(["a"], 10, nil), ([".pad", "6"], 6, "p"), (["sub", "b"], 16, nil), (["c"], 20, nil)])
+        let storage = TorrentStorage(metainfo: metainfo, dataDirectory: scratch.path, cache: FileHandleCache(capacity: 8))
+        let data = randomBytes(52, seed: 5)
+        // Buffers whose edges fall inside files, on a file boundary and inside padding.
+        let cuts = [0, 3, 13, 16, 17, 40, 52]
+        try data.withUnsafeBytes { bytes in
+            let buffers = zip(cuts, cuts.dropFirst()).map { UnsafeRawBufferPointer(rebasing: bytes[$0..<$1]) }
+            try storage.write(offset: 0, from: buffers)
+        }
+        #expect(!FileManager.default.fileExists(atPath: scratch.path + "/t/.pad"))
+        var back = [UInt8](repeating: 0xFF, count: 52)
+        try back.withUnsafeMutableBytes { try storage.read(offset: 0, into: $0) }
+        #expect(Array(back[0..<10]) == Array(data[0..<10]))
+        #expect(Array(back[10..<16]) == [0, 0, 0, 0, 0, 0])
+        #expect(Array(back[16..<52]) == Array(data[16..<52]))
+        // At an offset, within one file.
+        let patch: [UInt8] = [1, 2, 3, 4, 5, 6]
+        try patch.withUnsafeBytes { bytes in
+            try storage.write(offset: 20, from: [UnsafeRawBufferPointer(rebasing: bytes[0..<2]), UnsafeRawBufferPointer(rebasing: bytes[2..<6])])
+        }
+        try back.withUnsafeMutableBytes { try storage.read(offset: 0, into: $0) }
+        #expect(Array(back[20..<26]) == patch)
+        #expect(Array(back[26..<52]) == Array(data[26..<52]))
+    }
+
     @Test func paddingReadsAsZerosAndIsNeverWritten() throws {
         let scratch = ScratchDirectory()
         let metainfo = try makeTorrent([(["a"], 10, nil), ([".pad", "6"], 6, "p"), (["b"], 16, nil)])
@@ -136,6 +163,41 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
             #expect(pwrite(fd, &value, 1, 0) == 1)
         }
         #expect(scratch.read("f9") == [42])
+    }
+}
+
+@Suite struct SerialDiskJobsTests {
+    @Test func runsJobsOneAtATimeInOrder() {
+        let pool = DiskPool(threads: 4)
+        defer { pool.shutdown() }
+        let jobs = SerialDiskJobs(pool: pool)
+        final class Log: @unchecked Sendable {
+            let lock = NSLock()
+            var order: [Int] = []
+            var running = 0
+            var overlapped = false
+        }
+        let log = Log()
+        let done = DispatchSemaphore(value: 0)
+        // More than a turn's worth, so the chain goes back to the pool's queue and on.
+        let count = SerialDiskJobs.jobsPerTurn * 3 + 5
+        for index in 0..<count {
+            jobs.submit {
+                log.lock.withLock {
+                    log.running += 1
+                    if log.running > 1 { log.overlapped = true }
+                }
+                usleep(200)
+                log.lock.withLock {
+                    log.running -= 1
+                    log.order.append(index)
+                }
+                if index == count - 1 { done.signal() }
+            }
+        }
+        done.wait()
+        #expect(log.lock.withLock { log.order } == Array(0..<count))
+        #expect(!log.lock.withLock { log.overlapped })
     }
 }
 

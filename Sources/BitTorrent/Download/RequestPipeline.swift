@@ -162,6 +162,15 @@ public struct RequestPipeline: Sendable {
                 queue.removeFirst(head)
                 head = 0
             }
+        } else if index - head < queue.count - index {
+            // A block a little out of order (a seed's disk reads finish out of order):
+            // shift the few requests ahead of it up one, not the thousands behind it down.
+            var slot = index
+            while slot > head {
+                queue[slot] = queue[slot - 1]
+                slot -= 1
+            }
+            head += 1
         } else {
             queue.remove(at: index)
         }

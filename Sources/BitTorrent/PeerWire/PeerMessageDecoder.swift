@@ -17,8 +17,11 @@ public enum PeerProtocolError: Error, Equatable, Sendable, CustomStringConvertib
 /// complete messages are taken out one by one. The length limit is checked on the
 /// 4-byte prefix, before anything is buffered, so a peer announcing 4 GiB costs nothing.
 public struct PeerMessageDecoder {
+    /// Bytes `start..<end` are buffered input; the rest is room that `fill` reads the
+    /// socket straight into, so input is not copied on its way in.
     private var buffer: [UInt8] = []
     private var start = 0
+    private var end = 0
     /// Raised once the torrent, and so its bitfield's size, is known.
     public var maxMessageLength: Int
 
@@ -34,11 +37,32 @@ public struct PeerMessageDecoder {
         max(9 + BlockRequest.maxLength, 1 + (pieceCount + 7) / 8, 1 << 20)
     }
 
-    public var bufferedByteCount: Int { buffer.count - start }
+    public var bufferedByteCount: Int { end - start }
+    /// Bytes of storage held, buffered or room.
+    var storageByteCount: Int { buffer.count }
 
     public mutating func append(_ bytes: UnsafeRawBufferPointer) {
-        compactIfNeeded()
-        buffer.append(contentsOf: bytes)
+        guard bytes.count > 0 else { return }
+        makeRoom(bytes.count, reading: false)
+        buffer.withUnsafeMutableBytes { storage in
+            UnsafeMutableRawBufferPointer(rebasing: storage[end..<(end + bytes.count)]).copyMemory(from: bytes)
+        }
+        end += bytes.count
+    }
+
+    /// Lets `read` write up to `capacity` bytes of input straight into the buffer; it
+    /// returns how many it wrote. Returns that count.
+    @discardableResult
+    public mutating func fill(capacity: Int, _ read: (UnsafeMutableRawBufferPointer) -> Int) -> Int {
+        guard capacity > 0 else { return 0 }
+        makeRoom(capacity, reading: true)
+        let tail = end
+        let count = buffer.withUnsafeMutableBytes { storage in
+            read(UnsafeMutableRawBufferPointer(rebasing: storage[tail..<(tail + capacity)]))
+        }
+        let added = max(0, min(count, capacity))
+        end += added
+        return added
     }
 
     public mutating func append(_ bytes: [UInt8]) {
@@ -102,13 +126,34 @@ public struct PeerMessageDecoder {
         UInt32(buffer[offset]) << 24 | UInt32(buffer[offset + 1]) << 16 | UInt32(buffer[offset + 2]) << 8 | UInt32(buffer[offset + 3])
     }
 
-    private mutating func compactIfNeeded() {
-        if start == buffer.count {
-            buffer.removeAll(keepingCapacity: buffer.capacity <= 1 << 20)
+    /// Makes room for `count` more bytes after `end`. Buffered bytes move to the front
+    /// only when the room behind them is short, so a partial block is moved about once
+    /// per buffer's worth of input rather than once per read. The storage is reused; once
+    /// it empties, storage far larger than a `fill` asks for (its reads got smaller) is
+    /// given back, so an idle peer does not keep hundreds of KiB; appended chunks (uTP)
+    /// say nothing of what comes next, and give back only a buffer past 1 MiB (a huge
+    /// bitfield or extension message).
+    private mutating func makeRoom(_ count: Int, reading: Bool) {
+        if start == end {
             start = 0
-        } else if start > 64 << 10 && start * 2 > buffer.count {
-            buffer.removeFirst(start)
-            start = 0
+            end = 0
+            if reading ? buffer.count > 64 << 10 && buffer.count > count * 4 : buffer.count > 1 << 20 && count <= 1 << 20 { buffer = [] }
         }
+        guard buffer.count - end < count else { return }
+        let buffered = end - start
+        if start > 0 {
+            if buffered > 0 {
+                buffer.withUnsafeMutableBytes { storage in
+                    let base = storage.baseAddress!
+                    (base + 0).copyMemory(from: base + start, byteCount: buffered)
+                }
+            }
+            start = 0
+            end = buffered
+        }
+        let needed = buffered + count
+        guard buffer.count < needed else { return }
+        // Twice what is needed: room for the next reads without moving bytes again.
+        buffer.append(contentsOf: repeatElement(0, count: needed * 2 - buffer.count))
     }
 }

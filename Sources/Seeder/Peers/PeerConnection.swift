@@ -123,11 +123,7 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     }
 
     func transportReadable(_ transport: PeerTransport) {
-        var received = 0
-        connection.readAvailable { bytes in
-            decoder.append(bytes)
-            received += bytes.count
-        }
+        let received = connection.read(into: &decoder)
         everReceived = true
         processInput()
         if received > 0 { chargeDownload(received) }

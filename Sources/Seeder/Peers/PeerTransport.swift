@@ -1,3 +1,4 @@
+import BitTorrent
 import EventLoop
 
 enum PeerTransportKind: String, Sendable {
@@ -31,6 +32,8 @@ protocol PeerTransport: AnyObject {
     func write(_ buffer: OutgoingBuffer)
     /// Hands every buffered input chunk to `body` and drains them.
     func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void)
+    /// Moves available input into `decoder`; the bytes moved.
+    func read(into decoder: inout PeerMessageDecoder) -> Int
     /// Stops or resumes taking input (download limits).
     func setReading(_ enabled: Bool)
     /// Closes at once, dropping unsent output; the delegate is not called.
@@ -38,6 +41,15 @@ protocol PeerTransport: AnyObject {
 }
 
 extension PeerTransport {
+    func read(into decoder: inout PeerMessageDecoder) -> Int {
+        var received = 0
+        readAvailable { bytes in
+            decoder.append(bytes)
+            received += bytes.count
+        }
+        return received
+    }
+
     func write(_ bytes: [UInt8]) {
         bytes.withUnsafeBytes { write($0) }
     }
@@ -65,6 +77,22 @@ final class TCPTransport: PeerTransport, TCPConnectionDelegate {
     func write(_ bytes: UnsafeRawBufferPointer) { connection.write(bytes) }
     func write(_ buffer: OutgoingBuffer) { connection.write(buffer) }
     func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void) { connection.readAvailable(body) }
+    /// Reads the socket straight into the decoder's buffer: no copy on the way in.
+    func read(into decoder: inout PeerMessageDecoder) -> Int {
+        let count = decoder.fill(capacity: readCapacity) { connection.receive(into: $0) }
+        // The decoder keeps room for a read of this size, so it follows what reads
+        // bring: a peer sending only requests and haves (most peers of a seedbox) keeps
+        // a small buffer, and one sending blocks as fast as we take them a large one.
+        if count == readCapacity {
+            readCapacity = min(readCapacity * 2, TCPConnection.maxSingleRead)
+        } else if count < readCapacity / 8 {
+            readCapacity = max(readCapacity / 2, Self.minReadCapacity)
+        }
+        return count
+    }
+
+    private var readCapacity = TCPTransport.minReadCapacity
+    static let minReadCapacity = 16 << 10
     func setReading(_ enabled: Bool) { connection.setReading(enabled) }
     func close() { connection.close() }
 

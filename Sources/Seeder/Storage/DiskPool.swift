@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 
 /// Threads that do the blocking disk work (pread, pwrite) and SHA-1, so the event loop
 /// never waits on a disk. Jobs run in submission order, each on some free thread.
@@ -78,5 +79,63 @@ public final class DiskPool: Sendable {
             job()
             condition.lock()
         }
+    }
+}
+
+/// Jobs run one at a time, in order, on a disk pool: a torrent's block writes. Two
+/// threads writing one file queue up on its inode lock in the kernel (and spin there),
+/// and on the piece's inline hash; one after the other, neither waits.
+final class SerialDiskJobs: Sendable {
+    private struct State {
+        /// A taken job's slot is emptied at once, or its captured blocks would stay
+        /// alive until the queue next empties.
+        var jobs: [(@Sendable () -> Void)?] = []
+        var head = 0
+        var running = false
+    }
+
+    private let pool: DiskPool
+    private let state = Mutex(State())
+    /// Jobs one turn on a pool thread runs before going to the back of the pool's queue,
+    /// so that other torrents' jobs and block reads get their turn.
+    static let jobsPerTurn = 16
+
+    init(pool: DiskPool) {
+        self.pool = pool
+    }
+
+    func submit(_ job: @escaping @Sendable () -> Void) {
+        let start = state.withLock { state -> Bool in
+            state.jobs.append(job)
+            guard !state.running else { return false }
+            state.running = true
+            return true
+        }
+        if start { pool.submit { self.runTurn() } }
+    }
+
+    private func runTurn() {
+        for _ in 0..<Self.jobsPerTurn {
+            let job = state.withLock { state -> (@Sendable () -> Void)? in
+                guard state.head < state.jobs.count else {
+                    state.jobs.removeAll(keepingCapacity: true)
+                    state.head = 0
+                    state.running = false
+                    return nil
+                }
+                let job = state.jobs[state.head]
+                state.jobs[state.head] = nil
+                state.head += 1
+                if state.head >= 64 && state.head * 2 >= state.jobs.count {
+                    state.jobs.removeFirst(state.head)
+                    state.head = 0
+                }
+                return job
+            }
+            guard let job else { return }
+            job()
+        }
+        // Still running: what is left goes on in a later turn.
+        pool.submit { self.runTurn() }
     }
 }
