@@ -123,7 +123,7 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     }
 
     func transportReadable(_ transport: PeerTransport) {
-        let received = connection.read(into: &decoder)
+        let received = connection.read(into: &decoder, limit: readLimit())
         everReceived = true
         processInput()
         if received > 0 { chargeDownload(received) }
@@ -539,6 +539,17 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         diskDrained()
         guard case .active = phase, let swarm else { return }
         perform(session!.torrentCompleted(torrent: swarm.view))
+    }
+
+    /// Under a download limit, a read takes about what the limits allow now (at least
+    /// a block's worth, so a nearly empty bucket does not mean many tiny reads): each
+    /// read is charged after the fact, and a read of 256 KiB against a 1 MiB/s limit
+    /// would put a quarter second of debt into one instant.
+    private func readLimit() -> Int {
+        guard let bandwidth else { return Int.max }
+        let allowance = server.bandwidth.allowance(.download, bandwidth)
+        guard allowance < Int64(Int32.max) else { return Int.max }
+        return Int(max(allowance, Self.downloadWakeUp))
     }
 
     /// Charges bytes read against the download limits; past the allowance, stops

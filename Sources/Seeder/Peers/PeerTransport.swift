@@ -32,8 +32,9 @@ protocol PeerTransport: AnyObject {
     func write(_ buffer: OutgoingBuffer)
     /// Hands every buffered input chunk to `body` and drains them.
     func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void)
-    /// Moves available input into `decoder`; the bytes moved.
-    func read(into decoder: inout PeerMessageDecoder) -> Int
+    /// Moves available input into `decoder`, about `limit` bytes at most where the
+    /// transport reads on demand; the bytes moved.
+    func read(into decoder: inout PeerMessageDecoder, limit: Int) -> Int
     /// Stops or resumes taking input (download limits).
     func setReading(_ enabled: Bool)
     /// Closes at once, dropping unsent output; the delegate is not called.
@@ -41,7 +42,8 @@ protocol PeerTransport: AnyObject {
 }
 
 extension PeerTransport {
-    func read(into decoder: inout PeerMessageDecoder) -> Int {
+    /// uTP's input is already in memory, held back by its receive window instead.
+    func read(into decoder: inout PeerMessageDecoder, limit: Int) -> Int {
         var received = 0
         readAvailable { bytes in
             decoder.append(bytes)
@@ -78,8 +80,8 @@ final class TCPTransport: PeerTransport, TCPConnectionDelegate {
     func write(_ buffer: OutgoingBuffer) { connection.write(buffer) }
     func readAvailable(_ body: (UnsafeRawBufferPointer) -> Void) { connection.readAvailable(body) }
     /// Reads the socket straight into the decoder's buffer: no copy on the way in.
-    func read(into decoder: inout PeerMessageDecoder) -> Int {
-        let count = decoder.fill(capacity: readCapacity) { connection.receive(into: $0) }
+    func read(into decoder: inout PeerMessageDecoder, limit: Int) -> Int {
+        let count = decoder.fill(capacity: min(readCapacity, max(limit, 1))) { connection.receive(into: $0) }
         // The decoder keeps room for a read of this size, so it follows what reads
         // bring: a peer sending only requests and haves (most peers of a seedbox) keeps
         // a small buffer, and one sending blocks as fast as we take them a large one.
