@@ -334,23 +334,43 @@ public final class UDPSocket {
                 }
                 continue
             }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK {
-                statistics.sendBlocked += 1
-                waitingForWritable = true
-                event_add(writeEvent, nil)
-                break
+            switch sendFailed() {
+            case .retry: continue
+            case .blocked: return next
+            case .dropFirst(let code):
+                next += sendRunLengths[0]
+                delegate?.udpSocket(self, failedToSendTo: destination, errorCode: code)
             }
-            if sendRunLengths[0] > 1 && (code == EIO || code == EINVAL || code == ENOPROTOOPT || code == EOPNOTSUPP) {
-                gsoEnabled = false
-                continue
-            }
-            next += sendRunLengths[0]
-            statistics.sendErrors += 1
-            delegate?.udpSocket(self, failedToSendTo: destination, errorCode: code)
         }
         return next
+    }
+
+    private enum SendFailure {
+        case retry
+        /// The socket buffer is full: the rest goes when it is writable.
+        case blocked
+        /// sendmmsg reports the error of the first message only: drop it, go on.
+        case dropFirst(errorCode: Int32)
+    }
+
+    /// What the failed sendmmsg (errno) means for the batch it was given.
+    private func sendFailed() -> SendFailure {
+        let code = errno
+        if code == EINTR { return .retry }
+        if code == EAGAIN || code == EWOULDBLOCK {
+            statistics.sendBlocked += 1
+            waitingForWritable = true
+            event_add(writeEvent, nil)
+            return .blocked
+        }
+        if sendRunLengths[0] > 1 && (code == EIO || code == EINVAL || code == ENOPROTOOPT || code == EOPNOTSUPP) {
+            // No UDP GSO here (old kernel, or a device without checksum offload):
+            // send datagram by datagram from now on.
+            gsoEnabled = false
+            return .retry
+        }
+        statistics.sendErrors += 1
+        return .dropFirst(errorCode: code)
     }
 
     /// The UDP_SEGMENT control message of one sendmmsg header.
@@ -371,7 +391,7 @@ public final class UDPSocket {
     /// is empty or the socket buffer is full (then the rest goes when it is writable).
     public func flush() {
         let batch = max(1, min(options.batchSize, 1024))
-        while fd >= 0, !waitingForWritable, queueHead < queued.count {
+        sending: while fd >= 0, !waitingForWritable, queueHead < queued.count {
             var messages = 0
             var next = queueHead
             let useGSO = gsoEnabled
@@ -416,25 +436,14 @@ public final class UDPSocket {
                 }
                 continue
             }
-            let code = errno
-            if code == EINTR { continue }
-            if code == EAGAIN || code == EWOULDBLOCK {
-                statistics.sendBlocked += 1
-                waitingForWritable = true
-                event_add(writeEvent, nil)
-                break
+            switch sendFailed() {
+            case .retry: continue
+            case .blocked: break sending
+            case .dropFirst(let code):
+                let failed = queued[queueHead]
+                queueHead += sendRunLengths[0]
+                delegate?.udpSocket(self, failedToSendTo: failed.destination, errorCode: code)
             }
-            if sendRunLengths[0] > 1 && (code == EIO || code == EINVAL || code == ENOPROTOOPT || code == EOPNOTSUPP) {
-                // No UDP GSO here (old kernel, or a device without checksum offload):
-                // send datagram by datagram from now on.
-                gsoEnabled = false
-                continue
-            }
-            // sendmmsg reports the error of the first message only: drop it, go on.
-            let failed = queued[queueHead]
-            queueHead += sendRunLengths[0]
-            statistics.sendErrors += 1
-            delegate?.udpSocket(self, failedToSendTo: failed.destination, errorCode: code)
         }
         if queueHead == queued.count {
             queued.removeAll(keepingCapacity: queued.capacity <= 4096)
