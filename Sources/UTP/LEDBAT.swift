@@ -58,6 +58,10 @@ public struct LEDBAT: Sendable {
     public static let historySlots = 13
     /// Their base may drop by less than this from clock drift; more is a real path change.
     static let maxDriftCorrection: UInt32 = 10_000
+    /// The learnt ceiling never goes below this many packets: enough for a LAN rate.
+    static let minimumCeilingPackets = 32
+    /// Packets lost since the last cut that mark an overflow rather than random loss.
+    static let overflowLossPackets = 8
 
     public private(set) var cwnd: Int
     public private(set) var slowStart = true
@@ -76,11 +80,26 @@ public struct LEDBAT: Sendable {
     private var lastCut: UInt64 = 0
     private var windowBeforeCut: (cwnd: Int, ssthresh: Int, slowStart: Bool)?
     private var hasCut = false
+    /// A ceiling learnt from losses that overflowed a buffer (`onOverflow`) and from
+    /// retransmission timeouts. That is what a receiver's full socket buffer does: a
+    /// default 208 KiB one holds about 150 datagrams, libtorrent acks once per drained
+    /// socket, and its reader may lose its core for milliseconds while the socket
+    /// fills, so a window above that loses its tail again and again, and a lost tail
+    /// costs a 500 ms timeout. At a loopback round trip (well under a millisecond)
+    /// LEDBAT's gain per round trip would regrow a halved window within milliseconds,
+    /// so the ceiling rises by time instead: at most a packet per 50 ms (Reno's pace on
+    /// a 50 ms path). Neither BEP 29 nor libutp or libtorrent has this; their seeds lose
+    /// the same tails (see BENCHMARKS.md, uTP throughput).
+    public private(set) var ceiling: Int
+    private var ceilingRaisedAt: UInt64 = 0
+    private var ceilingBeforeCut = 0
+    static let ceilingStep: UInt64 = 50_000
 
     init(packetSize: Int, maxWindow: Int) {
         self.packetSize = packetSize
         self.maxWindow = maxWindow
         cwnd = 2 * packetSize
+        ceiling = maxWindow
     }
 
     /// Current queueing-delay estimate, or nil before the first sample.
@@ -145,7 +164,15 @@ public struct LEDBAT: Sendable {
         if !slowStart {
             cwnd += Int(gain)
         }
-        cwnd = max(packetSize, min(cwnd, maxWindow))
+        if ceiling < maxWindow && now &- ceilingRaisedAt >= LEDBAT.ceilingStep {
+            ceilingRaisedAt = now
+            ceiling = min(ceiling + packetSize, maxWindow)
+        }
+        if cwnd > ceiling && slowStart {
+            slowStart = false
+            ssthresh = ceiling
+        }
+        cwnd = max(packetSize, min(cwnd, ceiling))
     }
 
     /// A loss: halve, at most once per 100 ms; the caller also limits it to once per window.
@@ -155,10 +182,19 @@ public struct LEDBAT: Sendable {
         hasCut = true
         lastCut = now
         windowBeforeCut = (cwnd, ssthresh, slowStart)
+        ceilingBeforeCut = ceiling
         cwnd = max(cwnd / 2, packetSize)
         ssthresh = cwnd
         slowStart = false
         return true
+    }
+
+    /// Many packets lost since the last cut: a buffer overflowed rather than a packet
+    /// going astray, and it will again at this window (see `ceiling`). A single random
+    /// loss only halves the window, as before.
+    mutating func onOverflow(now: UInt64) {
+        ceiling = max(min(ceiling, cwnd), LEDBAT.minimumCeilingPackets * packetSize)
+        ceilingRaisedAt = now
     }
 
     /// The last cut was for a packet that had not been lost, only overtaken: take it
@@ -166,14 +202,17 @@ public struct LEDBAT: Sendable {
     mutating func undoLastCut() {
         guard let saved = windowBeforeCut else { return }
         windowBeforeCut = nil
+        ceiling = max(ceiling, ceilingBeforeCut)
         cwnd = max(cwnd, saved.cwnd)
         ssthresh = saved.ssthresh
         slowStart = saved.slowStart
     }
 
     /// A retransmission timeout with data in flight: one packet, slow start again.
-    mutating func onTimeout() {
+    mutating func onTimeout(now: UInt64) {
         windowBeforeCut = nil
+        ceiling = max(min(ceiling, cwnd) / 2, LEDBAT.minimumCeilingPackets * packetSize)
+        ceilingRaisedAt = now
         ssthresh = max(cwnd / 2, 2 * packetSize)
         cwnd = packetSize
         slowStart = true

@@ -99,6 +99,8 @@ struct UTPConnection {
     private var probeSent = false
     private var lastPeerTimestamp: UInt32 = 0
     private var lastPeerAck: UInt16 = 0
+    /// Packets found lost since the last window cut; many mean a buffer overflowed.
+    private var lostSinceCut = 0
 
     private var counters = UTPConnectionStats()
     var signals: UTPSignals = []
@@ -336,7 +338,7 @@ struct UTPConnection {
     private mutating func processAcks(_ packet: UTPPacketView, _ raw: UnsafeRawBufferPointer, now: UInt64, isCopy: Bool) {
         let h = packet.header
         var ackedBytes = 0
-        var lost = false
+        var lost = 0
         // One RTT sample per ack, from the most recently sent packet it newly covers:
         // older ones may have waited for a lost ack or a hole and would inflate it.
         var newestSentAt: UInt64?
@@ -388,7 +390,7 @@ struct UTPConnection {
                 let seq = lastAcked &+ 1
                 if markLost(seq, evenIfSelectivelyAcked: true) {
                     counters.fastRetransmits += 1
-                    lost = true
+                    lost += 1
                 }
             }
         }
@@ -396,16 +398,24 @@ struct UTPConnection {
         // An ack older than one already seen (reordered on the way back) carries a
         // stale picture of what arrived: only the newest ack's selective ack counts.
         if packet.hasSelectiveAck && packetsInFlight > 0 && h.ackNr == lastAcked && !isCopy {
-            let (acked, anyLost, sackedSentAt) = processSelectiveAck(packet, raw, now: now)
+            let (acked, newlyLost, sackedSentAt) = processSelectiveAck(packet, raw, now: now)
             ackedBytes += acked
-            lost = lost || anyLost
+            lost += newlyLost
             if let t = sackedSentAt { newestSentAt = max(newestSentAt ?? 0, t) }
         }
         if let t = newestSentAt, now >= t { rtt.add(sample: now &- t) }
-        if lost && !inRecovery {
+        if lost > 0 && !inRecovery {
             if ledbat.onLoss(now: now) {
                 inRecovery = true
                 recoverySeq = nextSeq &- 1
+                lostSinceCut = 0
+            }
+        }
+        if lost > 0 {
+            let before = lostSinceCut
+            lostSinceCut += lost
+            if before < LEDBAT.overflowLossPackets && lostSinceCut >= LEDBAT.overflowLossPackets {
+                ledbat.onOverflow(now: now)
             }
         }
         if ackedBytes > 0 { ledbat.onAck(bytes: ackedBytes, now: now) }
@@ -414,17 +424,18 @@ struct UTPConnection {
     /// Bit k acks ack_nr + 2 + k; ack_nr + 1 is implied missing. A packet with at least
     /// three selectively acked packets sent after its last transmission is lost
     /// (libutp and libtorrent both resend then). The walk covers only the bitmask,
-    /// never the whole window.
+    /// never the whole window. Returns the bytes newly acked, the number of packets
+    /// newly found lost, and the latest send time among those acked.
     private mutating func processSelectiveAck(_ packet: UTPPacketView, _ raw: UnsafeRawBufferPointer,
-                                              now: UInt64) -> (Int, Bool, UInt64?) {
+                                              now: UInt64) -> (Int, Int, UInt64?) {
         let ack = packet.header.ackNr
         let newest = nextSeq &- 1
         let first = ack &+ 2
-        guard Seq.lessOrEqual(first, newest) else { return (0, false, nil) }
+        guard Seq.lessOrEqual(first, newest) else { return (0, 0, nil) }
         var newestSentAt: UInt64?
         let bits = min(packet.selectiveAckLength * 8, Seq.distance(from: first, to: newest) + 1)
         var acked = 0
-        var lost = false
+        var lost = 0
         // The three latest send times among selectively acked packets seen so far.
         var top: (UInt64, UInt64, UInt64) = (0, 0, 0)
         var sackedCount = 0
@@ -448,7 +459,7 @@ struct UTPConnection {
             } else if !e.sacked, !e.needResend, e.transmissions > 0,
                       (sackedCount >= 3 && top.2 >= e.sentAt) || isEarlyRetransmit(seq, sacked: sackedCount, latest: top.0, e),
                       reorderWindow == 0 || now &- e.sentAt >= rtt.minimum &+ reorderWindow {
-                if markLost(seq) { lost = true }
+                if markLost(seq) { lost += 1 }
             }
             k -= 1
         }
@@ -756,7 +767,7 @@ struct UTPConnection {
             close(.timedOut)
             return
         }
-        ledbat.onTimeout()
+        ledbat.onTimeout(now: now)
         resendQueue.removeAll(keepingCapacity: true)
         resendHead = 0
         var seq = lastAcked &+ 1

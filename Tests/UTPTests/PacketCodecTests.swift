@@ -216,8 +216,39 @@ private func header(_ type: UTPPacketType) -> UTPHeader {
         // Not twice within 100 ms.
         let again = cc.onLoss(now: 1_050_000)
         #expect(!again)
-        cc.onTimeout()
+        // A random loss leaves the ceiling alone.
+        #expect(cc.ceiling == 1_000_000)
+        cc.onTimeout(now: 0)
         #expect(cc.cwnd == 1000 && cc.slowStart)
+    }
+
+    /// An overflow (many packets lost since the cut) caps the window where the cut left
+    /// it; the cap then rises by a packet per 50 ms however fast acks come, where
+    /// LEDBAT's gain per round trip would regrow it within milliseconds at loopback.
+    @Test func ledbatCeilingAfterOverflow() {
+        var cc = LEDBAT(packetSize: 1000, maxWindow: 480_000)
+        var now: UInt64 = 0
+        while cc.cwnd < 400_000 {
+            cc.lastWindowFull = now
+            cc.onAck(bytes: 10_000, now: now)
+            now += 100
+        }
+        let cut = cc.onLoss(now: now)
+        #expect(cut)
+        cc.onOverflow(now: now)
+        let capped = cc.cwnd
+        #expect(cc.ceiling == capped)
+        // A second of acks at a 100 us round trip: 20 packets more, not back to the maximum.
+        for _ in 0 ..< 10_000 {
+            now += 100
+            cc.lastWindowFull = now
+            cc.onAck(bytes: 10_000, now: now)
+        }
+        #expect(cc.cwnd <= capped + 20 * 1000 && cc.cwnd >= capped + 19 * 1000, "cwnd \(cc.cwnd), capped at \(capped)")
+        // A timeout halves the ceiling, never below 32 packets.
+        let grown = cc.cwnd
+        cc.onTimeout(now: now)
+        #expect(cc.ceiling == max(grown / 2, 32 * 1000))
     }
 
     /// A peer whose clock runs slow makes its base delay drop; ours moves by the same

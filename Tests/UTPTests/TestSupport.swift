@@ -85,8 +85,37 @@ struct DeliveryHeap {
     }
 }
 
+/// A receiving host's UDP socket and the one thread reading it, as libtorrent's:
+/// datagrams queue in a buffer of `capacity` (dropped beyond it, as the kernel does),
+/// are read one at a time taking `perDatagram` each, and the acks go out only when a
+/// read finds the socket empty (one deferred ack per drained batch).
+struct SocketModel {
+    var capacity: Int
+    var perDatagram: UInt64
+    var queue: [DeliveryHeap.Item] = []
+    var head = 0
+    var busyUntil: UInt64 = 0
+    var inBatch = false
+    var drops = 0
+    var batches = 0
+    /// The reader is descheduled for `stallFor` at the start of every `stallEvery`
+    /// (another process took its core); the socket keeps filling meanwhile.
+    var stallEvery: UInt64 = 0
+    var stallFor: UInt64 = 0
+
+    init(capacity: Int, perDatagram: UInt64) {
+        self.capacity = capacity
+        self.perDatagram = perDatagram
+    }
+
+    var queued: Int { queue.count - head }
+    /// When the reader next does something, if it has anything to do.
+    var nextEvent: UInt64? { queued > 0 || inBatch ? busyUntil : nil }
+}
+
 /// A deterministic in-memory network of multiplexers addressed by node number, with a
-/// simulated clock. Datagrams arriving at the same instant form one receive batch.
+/// simulated clock. Datagrams arriving at the same instant form one receive batch,
+/// unless the node has a `SocketModel`.
 struct SimNetwork {
     var now: UInt64 = 1_000_000
     var nodes: [UTPMultiplexer<Int>] = []
@@ -109,6 +138,8 @@ struct SimNetwork {
     var wireTap: ((Int, Int, [UInt8]) -> Void)?
     /// Optional observer of every datagram delivered (from, to, bytes, time).
     var deliveryTap: ((Int, Int, [UInt8], UInt64) -> Void)?
+    /// Nodes whose socket is modelled (see `SocketModel`).
+    var sockets: [SocketModel?] = []
 
     init(nodes count: Int, seed: UInt64 = 1, configuration: UTPConfiguration = UTPConfiguration(),
          packetSize: Int = 1402) {
@@ -118,6 +149,7 @@ struct SimNetwork {
             rngs.append(.mix(SplitMix64(seed: seed &* 31 &+ UInt64(i) &+ 7)))
             batches.append(UTPDatagramBatch())
             lastTick.append(0)
+            sockets.append(nil)
         }
         links = Array(repeating: Array(repeating: LinkModel(), count: count + 1), count: count + 1)
         linkBusyUntil = Array(repeating: Array(repeating: 0, count: count + 1), count: count + 1)
@@ -184,6 +216,7 @@ struct SimNetwork {
                 if d <= lastTick[i] { d = lastTick[i] + 1_000 }
                 next = min(next ?? d, d)
             }
+            if let d = sockets[i]?.nextEvent { next = min(next ?? d, max(d, now)) }
         }
         guard let target = next else { return false }
         if target > now { now = target }
@@ -194,12 +227,41 @@ struct SimNetwork {
                 sinkDatagrams += 1
                 continue
             }
+            if sockets[item.to] != nil {
+                if sockets[item.to]!.queued >= sockets[item.to]!.capacity {
+                    sockets[item.to]!.drops += 1
+                } else {
+                    sockets[item.to]!.queue.append(item)
+                }
+                continue
+            }
             delivered += 1
             deliveryTap?(item.from, item.to, item.bytes, now)
             nodes[item.to].receive(item.bytes, from: item.from, now: now, rng: &rngs[item.to])
             touched[item.to] = true
         }
         for i in nodes.indices where touched[i] { nodes[i].endOfBatch(now: now) }
+        for i in nodes.indices where sockets[i] != nil && sockets[i]!.busyUntil <= now {
+            if let s = sockets[i], s.stallEvery > 0, now % s.stallEvery < s.stallFor {
+                sockets[i]!.busyUntil = now - now % s.stallEvery + s.stallFor
+            } else if sockets[i]!.queued > 0 {
+                let item = sockets[i]!.queue[sockets[i]!.head]
+                sockets[i]!.head += 1
+                if sockets[i]!.head > 4096 {
+                    sockets[i]!.queue.removeFirst(sockets[i]!.head)
+                    sockets[i]!.head = 0
+                }
+                sockets[i]!.busyUntil = now + sockets[i]!.perDatagram
+                sockets[i]!.inBatch = true
+                delivered += 1
+                deliveryTap?(item.from, item.to, item.bytes, now)
+                nodes[i].receive(item.bytes, from: item.from, now: now, rng: &rngs[i])
+            } else if sockets[i]!.inBatch {
+                sockets[i]!.inBatch = false
+                sockets[i]!.batches += 1
+                nodes[i].endOfBatch(now: now)
+            }
+        }
         for i in nodes.indices {
             if let d = nodes[i].nextDeadline, d <= now, lastTick[i] != now {
                 lastTick[i] = now
@@ -271,6 +333,8 @@ struct TransferHarness {
     var clientEOF = false
     /// Largest number of packets the server had in flight.
     var maxServerPacketsInFlight = 0
+    /// The server connection's counters as last seen (they go with the connection).
+    var lastServerStats = UTPConnectionStats()
     /// Client read budget per `readInterval` (nil: read everything at once).
     var readBudget: Int?
     var readInterval: UInt64 = 100_000
@@ -327,6 +391,7 @@ struct TransferHarness {
         }
         if let server {
             if let stats = net.nodes[1].stats(of: server) {
+                lastServerStats = stats
                 maxServerPacketsInFlight = max(maxServerPacketsInFlight, stats.packetsInFlight)
             }
             if helloReceived.count < hello.count {
