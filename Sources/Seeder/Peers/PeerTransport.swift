@@ -94,7 +94,9 @@ final class TCPTransport: PeerTransport, TCPConnectionDelegate {
     }
 
     private var readCapacity = TCPTransport.minReadCapacity
-    static let minReadCapacity = 16 << 10
+    /// A leecher's requests and haves fit in a few KiB a read; the decoder holds twice
+    /// this per idle peer (8 KiB), which is what a seedbox with thousands of peers pays.
+    static let minReadCapacity = 4 << 10
     func setReading(_ enabled: Bool) { connection.setReading(enabled) }
     func close() { connection.close() }
 
