@@ -16,6 +16,14 @@ public enum SHA1 {
         bytes.withUnsafeBytes { hash($0) }
     }
 
+    /// Frees the calling thread's libcrypto state. A thread that hashed calls this
+    /// before it ends: left to the thread-exit destructor, that cleanup can run while
+    /// the process's exit handlers tear libcrypto down (a crash seen about once in 500
+    /// runs of `seeder create`, in OpenSSL's thread-stop code).
+    public static func releaseThreadState() {
+        seeder_crypto_thread_stop()
+    }
+
     /// Hashes into caller-owned storage, so hot loops allocate nothing.
     public static func hash(_ buffer: UnsafeRawBufferPointer, into digest: UnsafeMutablePointer<UInt8>) {
         seeder_sha1(buffer.baseAddress, buffer.count, digest)

@@ -2,6 +2,7 @@
 #define SEEDER_CLIBCRYPTO_SHIM_H
 #include <stddef.h>
 #include <openssl/sha.h>
+#include <openssl/crypto.h>
 #include <openssl/evp.h>
 
 // One-shot SHA-1; OpenSSL dispatches to SHA-NI where the CPU has it.
@@ -30,5 +31,10 @@ static inline int seeder_sha1_final(EVP_MD_CTX *context, unsigned char *out) {
 }
 static inline void seeder_sha1_free(EVP_MD_CTX *context) {
     EVP_MD_CTX_free(context);
+}
+// Frees this thread's libcrypto state now, rather than in its thread-exit destructor,
+// which can race the process's atexit cleanup.
+static inline void seeder_crypto_thread_stop(void) {
+    OPENSSL_thread_stop();
 }
 #endif

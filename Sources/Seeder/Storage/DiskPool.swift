@@ -1,3 +1,4 @@
+import BitTorrent
 import Foundation
 import Synchronization
 
@@ -63,6 +64,10 @@ public final class DiskPool: Sendable {
         while true {
             while queue.head == queue.jobs.count && !queue.stopping { condition.wait() }
             if queue.head == queue.jobs.count {
+                condition.unlock()
+                // Before `shutdown` can return: the caller may exit the process next.
+                SHA1.releaseThreadState()
+                condition.lock()
                 queue.running -= 1
                 condition.broadcast()
                 condition.unlock()
