@@ -10,11 +10,8 @@ public final class DiskPool: Sendable {
     private let queue = QueueBox()
 
     private final class QueueBox: @unchecked Sendable {
-        // Guarded by `condition`. A started job's slot is emptied at once: the slots
-        // before `head` stay until the array is compacted, and a closure left in one
-        // would keep what it captured (a write job's 256 KiB of blocks) alive with it.
-        var jobs: [(@Sendable () -> Void)?] = []
-        var head = 0
+        // Guarded by `condition`.
+        var jobs = JobQueue()
         var stopping = false
         var running = 0
     }
@@ -45,7 +42,7 @@ public final class DiskPool: Sendable {
     public var backlog: Int {
         condition.lock()
         defer { condition.unlock() }
-        return queue.jobs.count - queue.head
+        return queue.jobs.count
     }
 
     /// Lets queued jobs finish, then ends the threads and waits for them.
@@ -62,8 +59,8 @@ public final class DiskPool: Sendable {
         queue.running += 1
         condition.broadcast()
         while true {
-            while queue.head == queue.jobs.count && !queue.stopping { condition.wait() }
-            if queue.head == queue.jobs.count {
+            while queue.jobs.isEmpty && !queue.stopping { condition.wait() }
+            guard let job = queue.jobs.take() else {
                 condition.unlock()
                 // Before `shutdown` can return: the caller may exit the process next.
                 SHA1.releaseThreadState()
@@ -72,13 +69,6 @@ public final class DiskPool: Sendable {
                 condition.broadcast()
                 condition.unlock()
                 return
-            }
-            let job = queue.jobs[queue.head]!
-            queue.jobs[queue.head] = nil
-            queue.head += 1
-            if queue.head > 1024 && queue.head * 2 > queue.jobs.count {
-                queue.jobs.removeFirst(queue.head)
-                queue.head = 0
             }
             condition.unlock()
             job()
@@ -92,10 +82,7 @@ public final class DiskPool: Sendable {
 /// and on the piece's inline hash; one after the other, neither waits.
 final class SerialDiskJobs: Sendable {
     private struct State {
-        /// A taken job's slot is emptied at once, or its captured blocks would stay
-        /// alive until the queue next empties.
-        var jobs: [(@Sendable () -> Void)?] = []
-        var head = 0
+        var jobs = JobQueue()
         var running = false
     }
 
@@ -122,18 +109,9 @@ final class SerialDiskJobs: Sendable {
     private func runTurn() {
         for _ in 0..<Self.jobsPerTurn {
             let job = state.withLock { state -> (@Sendable () -> Void)? in
-                guard state.head < state.jobs.count else {
-                    state.jobs.removeAll(keepingCapacity: true)
-                    state.head = 0
+                guard let job = state.jobs.take() else {
                     state.running = false
                     return nil
-                }
-                let job = state.jobs[state.head]
-                state.jobs[state.head] = nil
-                state.head += 1
-                if state.head >= 64 && state.head * 2 >= state.jobs.count {
-                    state.jobs.removeFirst(state.head)
-                    state.head = 0
                 }
                 return job
             }
@@ -142,5 +120,35 @@ final class SerialDiskJobs: Sendable {
         }
         // Still running: what is left goes on in a later turn.
         pool.submit { self.runTurn() }
+    }
+}
+
+/// Jobs first in, first out. A taken job's slot is emptied at once: a closure left in
+/// the array would keep what it captured (a write job's 256 KiB of blocks) alive until
+/// the next compaction.
+struct JobQueue: Sendable {
+    private var jobs: [(@Sendable () -> Void)?] = []
+    private var head = 0
+
+    var count: Int { jobs.count - head }
+    var isEmpty: Bool { head == jobs.count }
+
+    mutating func append(_ job: @escaping @Sendable () -> Void) {
+        jobs.append(job)
+    }
+
+    mutating func take() -> (@Sendable () -> Void)? {
+        guard head < jobs.count else { return nil }
+        let job = jobs[head]
+        jobs[head] = nil
+        head += 1
+        if head == jobs.count {
+            jobs.removeAll(keepingCapacity: jobs.capacity <= 4096)
+            head = 0
+        } else if head >= 1024 && head * 2 >= jobs.count {
+            jobs.removeFirst(head)
+            head = 0
+        }
+        return job
     }
 }
