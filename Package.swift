@@ -12,6 +12,8 @@ let package = Package(
         .executable(name: "fuzz-utp-packet", targets: ["FuzzUTPPacket"]),
         .executable(name: "fuzz-utp-connection", targets: ["FuzzUTPConnection"]),
         .executable(name: "fuzz-udp-tracker", targets: ["FuzzUDPTracker"]),
+        .executable(name: "fuzz-peer-wire", targets: ["FuzzPeerWire"]),
+        .executable(name: "fuzz-http-announce", targets: ["FuzzHTTPAnnounce"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
@@ -62,6 +64,8 @@ let package = Package(
         .executableTarget(name: "FuzzUTPPacket", dependencies: ["UTP"], path: "Fuzz/UTPPacket"),
         .executableTarget(name: "FuzzUTPConnection", dependencies: ["UTP", "SeededRandom"], path: "Fuzz/UTPConnection"),
         .executableTarget(name: "FuzzUDPTracker", dependencies: ["UDPTracker", "SeededRandom"], path: "Fuzz/UDPTracker"),
+        .executableTarget(name: "FuzzPeerWire", dependencies: ["BitTorrent", "SeededRandom"], path: "Fuzz/PeerWire"),
+        .executableTarget(name: "FuzzHTTPAnnounce", dependencies: ["Trackers", "BitTorrent", "SeededRandom"], path: "Fuzz/HTTPAnnounce"),
 
         .testTarget(name: "BitTorrentTests", dependencies: ["BitTorrent", "SeededRandom"]),
         .testTarget(name: "SeederTests", dependencies: ["Seeder", "BitTorrent", "EventLoop"]),
