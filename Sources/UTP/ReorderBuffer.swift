@@ -7,6 +7,11 @@ struct ReorderBuffer {
     private var slots: [[UInt8]?] = []
     private let mask: Int
     private var pool: [[UInt8]] = []
+    /// Largest array kept for reuse: a normal packet's payload with room to spare. A
+    /// peer may send datagrams of up to 64 KiB; recycling those arrays for small packets
+    /// would keep their capacity alive beyond what `bytes` (and so the receive window)
+    /// accounts for.
+    static let poolableCapacity = 4096
     private(set) var count = 0
     private(set) var bytes = 0
     /// The highest buffered sequence number; meaningful when `count > 0`.
@@ -46,9 +51,12 @@ struct ReorderBuffer {
         count -= 1
         bytes -= buffer.count
         buffer.withUnsafeBytes(body)
-        if pool.count < 64 { pool.append(buffer) }
+        if pool.count < 64 && buffer.capacity <= Self.poolableCapacity { pool.append(buffer) }
         return true
     }
+
+    /// Capacity held by the recycled arrays, which `bytes` does not count.
+    var pooledCapacity: Int { pool.reduce(0) { $0 + $1.capacity } }
 
     /// Selective-ack bitmask relative to `ackNr`: bit k covers `ackNr + 2 + k`.
     /// Lengths are multiples of 4 (BEP 29), at most `maxBytes`; empty when nothing is buffered.

@@ -79,6 +79,11 @@ struct UTPConnection {
     private var finAcksSent = false
     private(set) var ackPending = false
     private var lastAdvertised = 0
+    /// The largest DATA payload the peer has sent. libtorrent sends nothing while its
+    /// next packet does not fit our window, even with nothing in flight, and its packets
+    /// (1452 bytes of payload after MTU discovery) may exceed our MSS: a window is
+    /// closed for it below this size, not below ours.
+    private var largestPeerPayload = 0
     private var sackScratch: [UInt8] = []
 
     // Timing.
@@ -519,6 +524,7 @@ struct UTPConnection {
         }
         let offset = Seq.distance(from: ackNr &+ 1, to: h.seqNr)
         let payload = UnsafeRawBufferPointer(rebasing: raw[packet.payloadOffset ..< packet.payloadOffset + packet.payloadLength])
+        if payload.count > largestPeerPayload { largestPeerPayload = payload.count }
         if offset == 0 {
             let wasEmpty = recvBuffer.isEmpty
             if h.type == .fin {
@@ -804,12 +810,14 @@ struct UTPConnection {
         return taken
     }
 
-    /// Takes up to `max` in-order bytes. If the window had closed to less than a packet
-    /// and this read reopened it, a window-update STATE goes out at once: libtorrent
-    /// never probes a zero window.
+    /// Takes up to `max` in-order bytes. If the window had closed to less than one of
+    /// the peer's packets (or ours) and this read reopened it, a window-update STATE
+    /// goes out at once: libtorrent never probes a zero window.
     mutating func read(max: Int, into out: inout [UInt8], now: UInt64, into w: inout UTPPacketWriter) -> Int {
         let n = recvBuffer.read(max: max, into: &out)
-        if n > 0 && state == .connected && !peerFinished && lastAdvertised < mss && advertisedWindow >= mss {
+        // Capped so that a peer's oversized datagrams cannot push it past the buffer.
+        let packet = Swift.max(mss, Swift.min(largestPeerPayload, config.receiveBufferSize / 4))
+        if n > 0 && state == .connected && !peerFinished && lastAdvertised < packet && advertisedWindow >= packet {
             sendState(now: now, into: &w)
         }
         return n

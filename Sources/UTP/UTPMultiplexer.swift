@@ -367,6 +367,9 @@ public struct UTPMultiplexer<Endpoint: Hashable & Sendable> {
     }
 
     private mutating func free(_ slot: Int) {
+        // `release` aborts first, and the abort's close may already have freed the slot;
+        // a second free would put it on the free list twice and alias two connections.
+        guard meta[slot].occupied else { return }
         unregister(slot)
         connections[slot] = nil
         slotEndpoints[slot] = nil
