@@ -232,3 +232,42 @@ def test_cancels_get_exactly_one_answer_each(hostile_setup, tmp_path):
         peer.read_message(timeout=0.5)
     peer.close()
     server.assert_running()
+
+
+def test_peer_that_never_reads_cannot_grow_our_output(hostile_setup):
+    """A choked peer on the fast extension earns a reject_request for every request it
+    sends. One that floods requests and never reads must not make the seeder queue
+    those rejects without bound: it is cut off once its unread output passes a bound."""
+    server, port, full, _ = hostile_setup
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    # A tiny receive window, so the kernel holds little of what the seeder sends us.
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4 * KiB)
+    sock.bind(("127.0.0.41", 0))
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    peer = RawPeer.__new__(RawPeer)
+    peer.sock, peer.buffer = sock, b""
+    peer.handshake(info_hash_bytes(full))
+    while peer.read_message()[0] not in (5, 14):  # bitfield or have_all; never interested
+        pass
+    rss_before = proc_status(server.pid, "VmRSS")
+    chunk = request(0, 0, 16 * KiB) * (1 * MiB // 17)
+    sent = 0
+    closed = False
+    deadline = time.monotonic() + 60
+    sock.settimeout(5)
+    while sent < 96 * MiB and time.monotonic() < deadline:
+        try:
+            sock.sendall(chunk)
+        except (ConnectionResetError, BrokenPipeError):
+            closed = True
+            break
+        except socket.timeout:
+            break  # the seeder stopped reading us: bounded too
+        sent += len(chunk)
+    growth = proc_status(server.pid, "VmRSS") - rss_before
+    sock.close()
+    print(f"sent {sent / MiB:.0f} MiB of requests; seeder RSS grew {growth / MiB:.1f} MiB; closed: {closed}")
+    assert growth < 24 * MiB, f"RSS grew by {growth / MiB:.1f} MiB for {sent / MiB:.0f} MiB of unread rejects"
+    server.wait_for(r"disconnected peer 127\.0\.0\.41:\d+: does not read", timeout=5)
+    server.assert_running()

@@ -87,6 +87,9 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     /// Output queued plus blocks being read, at most, before we stop reading blocks for
     /// this peer.
     static let outputHighWatermark = 1 << 20
+    /// Output a peer may leave unread before it is cut off: blocks stop at the high
+    /// watermark, so only control messages it provoked (rejects) take a peer past this.
+    static let maxUnreadOutput = 4 * outputHighWatermark
 
     init(id: Int, server: PeerServer, connection: PeerTransport, outgoingTo swarm: Swarm?, now: UInt64) {
         self.id = id
@@ -126,6 +129,11 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         let received = connection.read(into: &decoder, limit: readLimit())
         everReceived = true
         processInput()
+        if case .active = phase, connection.outputLength + waitingBytes > Self.maxUnreadOutput {
+            // Each request while choked earns a reject: a peer that sends them and never
+            // reads would have us queue its rejects for as long as it keeps sending.
+            return close("does not read: \(connection.outputLength + waitingBytes) bytes of output unsent", peerFault: true)
+        }
         if received > 0 { chargeDownload(received) }
         if !diskPaused, case .active = phase, let torrentDownload = swarm?.download, torrentDownload.isBackedUp {
             diskPaused = true
