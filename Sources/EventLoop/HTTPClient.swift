@@ -90,6 +90,9 @@ public final class HTTPRequest {
     private var failure: HTTPError?
     private var maxBodySize = 0
     private var cleanup: Timer?
+    /// libevent's timeout is an idle timeout, re-armed by every byte: a server that
+    /// trickles its answer would never trip it. This bounds the request as a whole.
+    private var deadline: Timer?
 
     init(client: HTTPClient, completion: @escaping (Result<HTTPResponse, HTTPError>) -> Void) {
         self.client = client
@@ -133,6 +136,9 @@ public final class HTTPRequest {
         connection = evhttp_connection_base_bufferevent_new(client.base, client.dnsBase, bev, host, UInt16(port))
         guard let connection else { return finishSoon(.failure(.failed("cannot create a connection to \(host)"))) }
         evhttp_connection_set_timeout(connection, timeoutSeconds)
+        deadline = Timer(loop: client.eventLoop, after: Int64(max(timeoutSeconds, 1)) * 1_000_000) { [unowned self] in
+            self.finishSoon(.failure(.timedOut))
+        }
         evhttp_connection_set_retries(connection, 0)
         evhttp_connection_set_max_body_size(connection, Int(maxBodySize))
         evhttp_connection_set_max_headers_size(connection, 64 << 10)
@@ -197,6 +203,7 @@ public final class HTTPRequest {
     private func finishSoon(_ result: Result<HTTPResponse, HTTPError>) {
         guard cleanup == nil else { return }
         cleanup = Timer(loop: client.eventLoop, after: 0) { [unowned self] in
+            self.deadline = nil
             self.releaseConnection()
             let completion = self.completion
             self.completion = nil
@@ -217,6 +224,7 @@ public final class HTTPRequest {
     public func cancel() {
         completion = nil
         cleanup?.cancel()
+        deadline = nil
         if let request, connection != nil { evhttp_cancel_request(request) }
         request = nil
         releaseConnection()

@@ -254,3 +254,53 @@ def test_seeder_dials_a_leecher_it_learns_from_the_tracker(seeder, start_seeder,
         if session is not None:
             del session
         tracker.stop()
+
+
+def test_a_tracker_that_trickles_its_answer_times_out(seeder, start_seeder, tmp_path):
+    """`announce_timeout` bounds the whole announce: a tracker that sends a byte every
+    second never lets an idle timeout fire, and must not hold the announce (and one of
+    the `max_concurrent_announces` slots) for ever."""
+    import socket
+    import threading
+
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.settimeout(0.5)
+    stop = threading.Event()
+    requested = []
+
+    def trickle():
+        while not stop.is_set():
+            try:
+                client, _ = listener.accept()
+            except socket.timeout:
+                continue
+            requested.append(time.monotonic())
+            try:
+                client.recv(65536)
+                client.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100000\r\n\r\n")
+                while not stop.wait(1):
+                    client.sendall(b"d")
+            except OSError:
+                pass
+            finally:
+                client.close()
+
+    thread = threading.Thread(target=trickle, daemon=True)
+    thread.start()
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/announce"
+    try:
+        data = write_tree(tmp_path / "data", {"trickle.bin": 20 * KiB})
+        torrent = create(seeder, data / "trickle.bin", tmp_path / "trickle.torrent", url, piece_size=16 * KiB)
+        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                              settings={"trackers": {"announce_jitter": "0", "announce_timeout": "3"}})
+        server = start_seeder("--config", config, "--data", data, torrent)
+        server.wait_for(rf"announce of trickle\.bin to {re.escape(url)} failed: .*no answer within 3 s", timeout=12)
+        assert requested and time.monotonic() - requested[0] < 9
+        server.assert_running()
+        assert server.stop() == 0
+    finally:
+        stop.set()
+        thread.join(5)
+        listener.close()
