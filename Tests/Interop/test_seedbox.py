@@ -162,3 +162,28 @@ def test_first_of_500_torrents_is_served_before_the_last_is_checked(seeder, star
         assert server.stop() == 0
     finally:
         del session
+
+
+def test_a_fifo_in_the_watch_folder_does_not_hang_the_server(seeder, start_seeder, tmp_path):
+    """Opening a FIFO for reading blocks until a writer comes: one named *.torrent in the
+    torrents directory, there at start or moved in later, must be refused, not wait on
+    the loop thread while every peer starves."""
+    data = write_tree(tmp_path / "srv" / "data", {"good.bin": 100 * KiB, "later.bin": 50 * KiB})
+    torrents = tmp_path / "srv" / "torrents"
+    torrents.mkdir(parents=True)
+    os.mkfifo(torrents / "evil.torrent")
+    create(seeder, data / "good.bin", torrents / "good.torrent", piece_size=16 * KiB)
+    config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv")
+    server = start_seeder("--config", config)
+    server.wait_for(r"cannot load torrent: .*not a regular file.*evil\.torrent", timeout=10)
+    server.wait_for(seeding_line("good.bin"), timeout=10)
+    server.wait_for(r"watching .*/srv/torrents for \.torrent files")
+    # Moved in while running, then a real torrent after it.
+    os.mkfifo(tmp_path / "late.fifo")
+    os.rename(tmp_path / "late.fifo", torrents / "late.torrent")
+    server.wait_for(r"cannot load torrent: .*not a regular file.*late\.torrent", timeout=10)
+    staged = create(seeder, data / "later.bin", tmp_path / "later.torrent", piece_size=16 * KiB)
+    shutil.copy(staged, torrents / "later.torrent")
+    server.wait_for(seeding_line("later.bin"), timeout=10)
+    server.assert_running()
+    assert server.stop() == 0

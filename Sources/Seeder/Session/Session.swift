@@ -452,11 +452,14 @@ public final class Session {
     public var listeningPort: UInt16 { peers?.listeningPort ?? 0 }
 
     static func readFile(_ path: String) -> Result<[UInt8], ProblemText> {
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
+        // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, and
+        // this runs on the loop thread (the watch folder).
+        let fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)
         guard fd >= 0 else { return .failure(ProblemText("\(path): \(String(cString: strerror(errno)))")) }
         defer { close(fd) }
         var info = stat()
         guard fstat(fd, &info) == 0 else { return .failure(ProblemText("\(path): \(String(cString: strerror(errno)))")) }
+        guard (info.st_mode & S_IFMT) == S_IFREG else { return .failure(ProblemText("\(path): not a regular file")) }
         let limit = BencodeLimits.torrentFile.maxInputSize
         guard info.st_size <= limit else { return .failure(ProblemText("\(path): larger than \(limit) bytes, not a torrent file")) }
         var bytes = [UInt8](repeating: 0, count: Int(info.st_size))
