@@ -209,6 +209,30 @@ import SeededRandom
         #expect(peer.nextRequest() == nil)
     }
 
+    @Test func cancelsMatchQueuedCopiesOneForOne() {
+        var peer = session()
+        let view = torrent()
+        _ = peer.setChoking(false, now: 0)
+        let twice = BlockRequest(piece: 1, offset: 0, length: 16384)
+        let other = BlockRequest(piece: 2, offset: 0, length: 16384)
+        for block in [twice, other, twice] { _ = peer.receive(.request(block), torrent: view, now: 1) }
+        // Never requested, or already taken for reading: nothing to cancel in the queue.
+        #expect(peer.receive(.cancel(BlockRequest(piece: 3, offset: 0, length: 16384)), torrent: view, now: 2) == [])
+        // A block requested twice takes two cancels; a third finds nothing.
+        #expect(peer.receive(.cancel(twice), torrent: view, now: 2) == [.send(.rejectRequest(twice))])
+        #expect(peer.receive(.cancel(twice), torrent: view, now: 2) == [.send(.rejectRequest(twice))])
+        #expect(peer.receive(.cancel(twice), torrent: view, now: 2) == [])
+        #expect(peer.nextRequest() == other)
+        #expect(peer.receive(.cancel(other), torrent: view, now: 3) == [.send(.rejectRequest(other))])
+        #expect(peer.receive(.cancel(other), torrent: view, now: 3) == [])
+        #expect(peer.nextRequest() == nil)
+        // Choking empties the queue, so later cancels find nothing there either.
+        _ = peer.receive(.request(twice), torrent: view, now: 4)
+        _ = peer.setChoking(true, now: 5)
+        _ = peer.setChoking(false, now: 6)
+        #expect(peer.receive(.cancel(twice), torrent: view, now: 7) == [])
+    }
+
     @Test func rejectsRequestsBeyondTheQueueAndCutsFloods() {
         var configuration = PeerSession.Configuration()
         configuration.requestQueueLength = 2

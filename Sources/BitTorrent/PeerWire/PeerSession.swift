@@ -103,6 +103,9 @@ public struct PeerSession {
     /// Requests accepted and not yet handed to the disk.
     public private(set) var queued: [BlockRequest] = []
     private var queuedHead = 0
+    /// How many times each block is in `queued`: a cancel for a block that is not queued
+    /// (a peer may send them by the million) costs a lookup, not a walk of the queue.
+    private var queuedCounts: [BlockRequest: Int] = [:]
     /// Requests being read; true once they were cancelled or rejected while reading.
     private var reading: [BlockRequest: Bool] = [:]
 
@@ -240,11 +243,12 @@ public struct PeerSession {
             return peerSupportsFast ? [.send(.rejectRequest(block))] : []
         }
         queued.append(block)
+        queuedCounts[block, default: 0] += 1
         return []
     }
 
     private mutating func cancel(_ block: BlockRequest) -> [Output] {
-        if let index = queued[queuedHead...].firstIndex(of: block) {
+        if dequeueCount(block), let index = queued[queuedHead...].firstIndex(of: block) {
             queued.remove(at: index)
             return peerSupportsFast ? [.send(.rejectRequest(block))] : []
         }
@@ -256,12 +260,20 @@ public struct PeerSession {
         return []
     }
 
+    /// Counts one copy of `block` out of `queued`; false when none is there.
+    private mutating func dequeueCount(_ block: BlockRequest) -> Bool {
+        guard let count = queuedCounts[block] else { return false }
+        queuedCounts[block] = count > 1 ? count - 1 : nil
+        return true
+    }
+
     /// The next request to read from disk, if any; it counts as being read until
     /// `blockRead` or `blockReadFailed`.
     public mutating func nextRequest() -> BlockRequest? {
         guard case .active = state, queuedHead < queued.count else { return nil }
         let block = queued[queuedHead]
         queuedHead += 1
+        _ = dequeueCount(block)
         if queuedHead == queued.count {
             queued.removeAll(keepingCapacity: true)
             queuedHead = 0
@@ -302,6 +314,7 @@ public struct PeerSession {
             for (block, settled) in reading where !settled { out.append(.send(.rejectRequest(block))) }
         }
         queued.removeAll()
+        queuedCounts.removeAll()
         queuedHead = 0
         for block in reading.keys { reading[block] = true }
         return out
@@ -354,6 +367,7 @@ public struct PeerSession {
     private mutating func close(_ reason: PeerCloseReason) -> [Output] {
         state = .closed(reason)
         queued.removeAll()
+        queuedCounts.removeAll()
         queuedHead = 0
         reading.removeAll()
         return [.close(reason)]
