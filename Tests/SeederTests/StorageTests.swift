@@ -144,6 +144,28 @@ func randomBytes(_ count: Int, seed: UInt64) -> [UInt8] {
         }
     }
 
+    /// Opening a FIFO for reading waits for a writer: a data file replaced by one must
+    /// fail at once, not hold a disk thread (and the descriptor cache's lock) for ever.
+    @Test func aFifoOrDirectoryInPlaceOfADataFileIsAnErrorNotAWait() throws {
+        let scratch = ScratchDirectory()
+        let metainfo = try makeTorrent([(["a"], 16, nil), (["b"], 16, nil)])
+        let storage = TorrentStorage(metainfo: metainfo, dataDirectory: scratch.path, cache: FileHandleCache(capacity: 8))
+        try FileManager.default.createDirectory(atPath: scratch.path + "/t", withIntermediateDirectories: true)
+        #expect(mkfifo(scratch.path + "/t/a", 0o644) == 0)
+        try FileManager.default.createDirectory(atPath: scratch.path + "/t/b", withIntermediateDirectories: true)
+        var buffer = [UInt8](repeating: 0, count: 16)
+        #expect(throws: StorageError.notRegularFile(path: scratch.path + "/t/a")) {
+            try buffer.withUnsafeMutableBytes { try storage.read(offset: 0, into: $0) }
+        }
+        #expect(throws: StorageError.notRegularFile(path: scratch.path + "/t/a")) {
+            try buffer.withUnsafeBytes { try storage.write(offset: 0, from: $0) }
+        }
+        #expect(throws: StorageError.notRegularFile(path: scratch.path + "/t/b")) {
+            try buffer.withUnsafeMutableBytes { try storage.read(offset: 16, into: $0) }
+        }
+        #expect(StorageError.notRegularFile(path: "x").description == "x: not a regular file")
+    }
+
     @Test func descriptorCacheStaysBounded() throws {
         let scratch = ScratchDirectory()
         let cache = FileHandleCache(capacity: 3)

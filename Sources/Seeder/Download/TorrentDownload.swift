@@ -56,7 +56,27 @@ final class TorrentDownload {
         self.pool = pool
         writer = SerialDiskJobs(pool: pool)
         picker = PiecePicker(layout: BlockLayout(metainfo: torrent.metainfo), have: torrent.have)
-        if preallocate { startPreallocation() }
+        if preallocate {
+            startPreallocation()
+        } else {
+            createEmptyFiles()
+        }
+    }
+
+    /// Zero-length files get no writes: they are created up front, off the loop.
+    private func createEmptyFiles() {
+        let storage = torrent.storage
+        guard storage.layout.files.contains(where: { $0.length == 0 && !$0.isPadding }) else { return }
+        let bound = LoopBound(self, loop: loop)
+        let loop = self.loop
+        let name = torrent.name
+        pool.submit {
+            do throws(StorageError) {
+                try storage.createEmptyFiles()
+            } catch {
+                loop.post { bound.value.fail("cannot create the empty files of \(name): \(error)") }
+            }
+        }
     }
 
     /// Reserves the files' lengths on the disk pool before anything is written: writes
@@ -70,6 +90,7 @@ final class TorrentDownload {
             let outcome: StorageError?
             do throws(StorageError) {
                 try storage.preallocate()
+                try storage.createEmptyFiles()
                 outcome = nil
             } catch {
                 outcome = error

@@ -195,8 +195,30 @@ public final class Session {
     private func serve(_ torrent: Torrent) {
         peers?.register(torrent)
         trackers?.add(torrent)
+        if downloads != nil, !torrent.have.isComplete, let (path, other) = sharedFile(of: torrent) {
+            // Downloading would write over bytes the other torrent verified and serves.
+            let message = "its file \(path) is also a file of \(other.name)"
+            torrent.state = .error(message)
+            logger.error("not downloading \(torrent.name): \(message)", metadata: [
+                "info_hash": "\(torrent.infoHash)", "other_info_hash": "\(other.infoHash)",
+            ])
+            return
+        }
         // What the check did not find is downloaded, then seeded.
         downloads?.start(torrent)
+    }
+
+    /// A file path of `torrent` that another loaded torrent also uses, and that torrent.
+    private func sharedFile(of torrent: Torrent) -> (String, Torrent)? {
+        let files = torrent.metainfo.files
+        let paths = Set(torrent.storage.paths.indices.filter { !files[$0].isPadding }.map { torrent.storage.paths[$0] })
+        for other in torrents.values where other !== torrent {
+            let otherFiles = other.metainfo.files
+            for (index, path) in other.storage.paths.enumerated() where !otherFiles[index].isPadding && paths.contains(path) {
+                return (path, other)
+            }
+        }
+        return nil
     }
 
     /// Whether the torrent is downloading what it misses (status shows "downloading").

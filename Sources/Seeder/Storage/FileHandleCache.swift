@@ -64,11 +64,24 @@ public final class FileHandleCache: Sendable {
                 handle.lastUse = state.clock
                 return .success(handle)
             }
-            let flags = writable ? (O_RDWR | O_CREAT | O_CLOEXEC) : (O_RDONLY | O_CLOEXEC)
+            // O_NONBLOCK: a FIFO put where a data file was would otherwise block the open
+            // until a writer came, holding this thread and the lock every disk thread
+            // needs. On a regular file the flag changes nothing.
+            let flags = (writable ? (O_RDWR | O_CREAT) : O_RDONLY) | O_CLOEXEC | O_NONBLOCK
             let fd = open(path, flags, 0o644)
             guard fd >= 0 else {
                 let code = errno
                 return .failure(code == ENOENT ? .missing(path: path) : .system(path: path, operation: "open", errno: code))
+            }
+            var info = stat()
+            guard fstat(fd, &info) == 0 else {
+                let code = errno
+                close(fd)
+                return .failure(.system(path: path, operation: "stat", errno: code))
+            }
+            guard info.st_mode & S_IFMT == S_IFREG else {
+                close(fd)
+                return .failure(.notRegularFile(path: path))
             }
             if let old = state.handles[path] {
                 // Upgrading to writable while readers still hold the old descriptor.

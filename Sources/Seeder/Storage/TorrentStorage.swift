@@ -169,6 +169,16 @@ public final class TorrentStorage: Sendable {
         }
     }
 
+    /// Creates the torrent's zero-length files: no block is ever written to them, so a
+    /// download would otherwise finish without them. Existing files are left as they are.
+    public func createEmptyFiles() throws(StorageError) {
+        for (index, file) in layout.files.enumerated() where !file.isPadding && file.length == 0 {
+            let path = paths[index]
+            try Self.createParentDirectories(of: path)
+            try cache.withDescriptor(path: path, writable: true) { _ throws(StorageError) in }
+        }
+    }
+
     /// Size and modification time of each file, or nil where it does not exist.
     public func fileStatus(_ index: Int) -> (size: Int64, modified: Int64)? {
         var info = stat()
