@@ -1,4 +1,7 @@
 import BitTorrent
+import Dispatch
+import Foundation
+import Synchronization
 import Testing
 @testable import Seeder
 
@@ -33,5 +36,43 @@ import Testing
         #expect(throws: ResumeError.self) { try ResumeData.decode(bytes, infoHash: infoHash, pieceCount: 21, fileCount: 3) }
         #expect(throws: ResumeError.self) { try ResumeData.decode([], infoHash: infoHash, pieceCount: 21, fileCount: 3) }
         #expect(throws: ResumeError.self) { try ResumeData.decode(Zstd.compress(Array("i3e".utf8)), infoHash: infoHash, pieceCount: 21, fileCount: 3) }
+    }
+
+    /// A flipped bit in zstd's literals still decompresses: without the frame checksum
+    /// bit rot in the resume file could turn a missing piece into a trusted one.
+    @Test func noFlippedBitIsTrusted() {
+        let resume = sample()
+        let bytes = resume.encoded()
+        for index in bytes.indices {
+            for mask: UInt8 in [0x01, 0x10, 0x80] {
+                var damaged = bytes
+                damaged[index] ^= mask
+                guard let decoded = try? ResumeData.decode(damaged, infoHash: infoHash, pieceCount: 21, fileCount: 3) else { continue }
+                #expect(decoded == resume, "byte \(index) ^ \(mask) decoded to other resume data")
+            }
+        }
+    }
+}
+
+@Suite struct FileWriterTests {
+    /// Two disk threads save one torrent's resume data at once (the check's save and
+    /// the download's): each must land whole, neither may fail on the other's file.
+    @Test func concurrentAtomicWritesOfOnePathDoNotMix() {
+        let scratch = ScratchDirectory()
+        let path = scratch.path + "/x.resume"
+        let contents = (0..<8).map { index in [UInt8](repeating: UInt8(index), count: 4096 * (8 - index)) }
+        let failures = Mutex<[String]>([])
+        DispatchQueue.concurrentPerform(iterations: 8) { worker in
+            for _ in 0..<200 {
+                if let problem = FileWriter.writeAtomically(contents[worker], to: path) {
+                    failures.withLock { $0.append(problem) }
+                }
+            }
+        }
+        #expect(failures.withLock { $0.count } == 0)
+        let final = scratch.read("x.resume")
+        #expect(final.map { contents.contains($0) } == true)
+        let leftovers = (try? FileManager.default.contentsOfDirectory(atPath: scratch.path)) ?? []
+        #expect(leftovers == ["x.resume"])
     }
 }

@@ -82,18 +82,28 @@ struct ResumeError: Error, CustomStringConvertible {
 
 /// One-shot zstd frames.
 enum Zstd {
+    /// With the frame's content checksum: zstd alone decodes a flipped bit in its
+    /// literals to other bytes, and resume data that decodes is trusted.
     static func compress(_ input: [UInt8], level: Int32 = 3) -> [UInt8] {
         var output = [UInt8](repeating: 0, count: ZSTD_compressBound(input.count))
+        let context = ZSTD_createCCtx()
+        precondition(context != nil, "zstd could not allocate a context")
+        defer { ZSTD_freeCCtx(context) }
+        ZSTD_CCtx_setParameter(context, ZSTD_c_compressionLevel, level)
+        ZSTD_CCtx_setParameter(context, ZSTD_c_checksumFlag, 1)
         let written = input.withUnsafeBytes { source in
-            output.withUnsafeMutableBytes { ZSTD_compress($0.baseAddress, $0.count, source.baseAddress, source.count, level) }
+            output.withUnsafeMutableBytes { ZSTD_compress2(context, $0.baseAddress, $0.count, source.baseAddress, source.count) }
         }
         precondition(ZSTD_isError(written) == 0, "zstd could not compress into its own bound")
         output.removeSubrange(written...)
         return output
     }
 
-    /// Nil for anything that is not one whole frame of at most `limit` bytes.
+    /// Nil for anything that is not one whole frame of at most `limit` bytes with a
+    /// content checksum (which ZSTD_decompress verifies).
     static func decompress(_ input: [UInt8], limit: Int) -> [UInt8]? {
+        // The frame header descriptor follows the 4-byte magic; bit 2 is Content_Checksum_flag.
+        guard input.count > 4, input[4] & 0x04 != 0 else { return nil }
         let size = input.withUnsafeBytes { ZSTD_getFrameContentSize($0.baseAddress, $0.count) }
         // ZSTD_CONTENTSIZE_UNKNOWN and _ERROR are the two largest values.
         guard size <= UInt64(limit) else { return nil }
