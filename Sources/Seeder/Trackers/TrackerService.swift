@@ -74,7 +74,14 @@ final class TrackerService {
 
     /// Starts announcing a torrent whose data has been checked.
     func add(_ torrent: Torrent) {
-        guard entries[torrent.infoHash] == nil, stopping == nil, !stopped else { return }
+        guard stopping == nil, !stopped else { return }
+        if let old = entries[torrent.infoHash] {
+            guard old.torrent !== torrent else { return }
+            // The same torrent removed and loaded again while its `stopped` is still out:
+            // that announce is moot, and waiting for it would leave the torrent off its
+            // trackers for good.
+            forget(old, now: EventLoop.now())
+        }
         let tiers = torrent.metainfo.trackerTiers
         guard !tiers.isEmpty else {
             logger.info("\(torrent.name) has no trackers; peers must find it some other way",
@@ -123,6 +130,9 @@ final class TrackerService {
         }
         stopping = (deadline, done)
         for entry in Array(entries.values) {
+            // A removed torrent's `stopped` is already queued or out: it counts against
+            // the deadline like the others rather than being cancelled.
+            if case .stopping = entry.announcer.state { continue }
             abandon(entry, now: now)
             let action = entry.announcer.stop(now: now)
             if case .announce = action {
