@@ -127,7 +127,9 @@ public struct UDPTrackerClient: Sendable {
     }
 
     public let endpoint: PeerAddress
-    public let configuration: Configuration
+    /// Changeable while running (a config reload): a request in flight keeps the
+    /// deadline of its current attempt, and the new `maxRetries` decides what follows.
+    public var configuration: Configuration
     public private(set) var state: State = .idle
 
     private enum Payload: Sendable {

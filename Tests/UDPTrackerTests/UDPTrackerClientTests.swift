@@ -177,6 +177,19 @@ import SeededRandom
         #expect(UDPTrackerClient.Configuration().timeout(attempt: 20) == seconds(3840))
     }
 
+    /// A config reload that lowers `udp_retries` reaches requests already in flight: the
+    /// attempt out keeps its deadline, and no retransmission follows it.
+    @Test func lowerMaxRetriesAppliesToARequestInFlight() {
+        var rng = SplitMix64(seed: 17)
+        var client = UDPTrackerClient(endpoint: tracker, configuration: .init(maxRetries: 8))
+        _ = client.announce(id: 1, request: announceRequest(), now: 0, using: &rng)
+        client.configuration.maxRetries = 0
+        let failed = client.timerFired(now: seconds(15), using: &rng)
+        #expect(failed.sent.isEmpty)
+        #expect(failed.outcomes.count == 1)
+        #expect(client.pendingRequestCount == 0)
+    }
+
     @Test func errorReplyFailsAtOnce() {
         var rng = SplitMix64(seed: 8)
         var client = UDPTrackerClient(endpoint: tracker)

@@ -27,7 +27,15 @@ final class UDPTrackerTransport {
     private var names: [String: (addresses: [SocketAddress], expires: UInt64)] = [:]
     private var nextID: UDPTrackerClient.RequestID = 0
     private var random = SystemRandomNumberGenerator()
-    var configuration: UDPTrackerClient.Configuration
+    /// A reload applies to the trackers already contacted too, not only to new ones.
+    var configuration: UDPTrackerClient.Configuration {
+        didSet {
+            for endpoint in endpoints.values { endpoint.client.configuration = configuration }
+        }
+    }
+
+    /// What each tracker endpoint's client runs with, for tests.
+    var endpointConfigurations: [UDPTrackerClient.Configuration] { endpoints.values.map(\.client.configuration) }
 
     static let dnsLifetime: UInt64 = 300_000_000
 
