@@ -13,6 +13,11 @@ import Testing
         #expect(parsed == defaults)
     }
 
+    @Test func burstOfABlockOrMoreIsAccepted() throws {
+        #expect(try ConfigLoader.parse("[limits]\nburst = \"16KiB\"\n", file: "t.toml").burst == 16 * 1024)
+        #expect(try ConfigLoader.parse("[limits]\nburst = 0\n", file: "t.toml").burst == 0)
+    }
+
     /// Every key the loader knows appears in Config/seeder.toml.
     @Test func exampleConfigListsEveryKey() throws {
         let text = try String(contentsOfFile: Self.repoRoot + "/Config/seeder.toml", encoding: .utf8)
@@ -75,6 +80,12 @@ import Testing
         ("network = 1\n", "t.toml: network: expected a table ([network]), found a integer (1)"),
         ("[[torrent]]\ndata_dir = \"/x\"\n", "t.toml: torrent[0].file: missing: the path of the .torrent file"),
         ("[storage]\ndata_dir = \"\"\n", "t.toml: storage.data_dir: expected a path, found an empty string"),
+        ("[limits]\nupload_limit = \"100Mbps\"\n",
+         "t.toml: limits.upload_limit: \"100Mbps\" is bits per second: limits are in bytes, such as \"12.5MB/s\" for 100 Mbit/s"),
+        ("[limits]\nupload_limit = \"0.4\"\n",
+         "t.toml: limits.upload_limit: \"0.4\" is not a rate: expected a number with an optional unit (B, KiB, MiB, GiB, kB, MB, GB) and /s, or 0 for unlimited"),
+        ("[limits]\nburst = 1\n", "t.toml: limits.burst: 1 bytes is less than one 16KiB block: expected 0 (automatic) or at least \"16KiB\""),
+        ("[limits]\nburst = \"1KiB\"\n", "t.toml: limits.burst: 1024 bytes is less than one 16KiB block: expected 0 (automatic) or at least \"16KiB\""),
     ])
     func refusesBadValuesNamingTheKey(text: String, message: String) {
         #expect {
@@ -105,6 +116,15 @@ import Testing
         #expect(ByteUnits.parseRate("10 MB/s") == 10_000_000)
         #expect(ByteUnits.parseRate("unlimited") == 0)
         #expect(ByteUnits.parseRate("0") == 0)
+        // Bits are not bytes: a line speed copied in must not become eight times the limit.
+        #expect(ByteUnits.parseRate("100Mbps") == nil)
+        #expect(ByteUnits.parseRate("800 kbps") == nil)
+        #expect(ByteUnits.parseRate("12MBps") == 12_000_000)
+        // A fraction of a byte is not 0 (unlimited).
+        #expect(ByteUnits.parseRate("0.4") == nil)
+        #expect(ByteUnits.parseRate("0.0000000001GiB/s") == nil)
+        #expect(ByteUnits.parseRate("0.0") == 0)
+        #expect(ByteUnits.parseRate("0.6") == 1)
         #expect(ByteUnits.format(1536) == "1.50 KiB")
         #expect(ByteUnits.format(100) == "100 B")
     }

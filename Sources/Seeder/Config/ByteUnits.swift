@@ -23,18 +23,24 @@ public enum ByteUnits {
         guard !number.isEmpty, let factor = multipliers.first(where: { $0.suffix == suffix })?.factor else { return nil }
         if sawDot {
             guard let value = Double(number), value.isFinite else { return nil }
-            let bytes = value * Double(factor)
-            guard bytes < 9.0e18 else { return nil }
-            return Int64(bytes.rounded())
+            let bytes = (value * Double(factor)).rounded()
+            // 0 means unlimited (a rate) or automatic (the burst): a fraction of a byte
+            // must not silently become either.
+            guard bytes < 9.0e18, bytes >= 1 || value == 0 else { return nil }
+            return Int64(bytes)
         }
         guard let value = Int64(number) else { return nil }
         let (bytes, overflow) = value.multipliedReportingOverflow(by: factor)
         return overflow ? nil : bytes
     }
 
-    /// Parses a rate in bytes per second; `0` and `unlimited` mean no limit (0).
+    /// Parses a rate in bytes per second; `0` and `unlimited` mean no limit (0). `MBps`
+    /// is bytes, but `Mbps` and `kbps` (a lower-case b) are bits, as line speeds are
+    /// quoted: refused rather than read as eight times the limit meant.
     public static func parseRate(_ text: String) -> Int64? {
-        var trimmed = text.trimmingWhitespace().lowercased()
+        let original = text.trimmingWhitespace()
+        if original.hasSuffix("bps") { return nil }
+        var trimmed = original.lowercased()
         if trimmed == "unlimited" { return 0 }
         if trimmed.hasSuffix("/s") { trimmed.removeLast(2) } else if trimmed.hasSuffix("ps") { trimmed.removeLast(2) }
         return parseSize(trimmed)

@@ -69,7 +69,14 @@ public enum ConfigLoader {
             if let value = try limits.rate("download_limit") { config.downloadLimit = value }
             if let value = try limits.rate("torrent_upload_limit") { config.torrentUploadLimit = value }
             if let value = try limits.rate("torrent_download_limit") { config.torrentDownloadLimit = value }
-            if let value = try limits.size("burst") { config.burst = value }
+            if let value = try limits.size("burst") {
+                // Every grant is at most a burst, and a grant waits for the next loop turn:
+                // a burst of a few bytes throttles to a few bytes a turn, far below any rate.
+                guard value == 0 || value >= 16 * 1024 else {
+                    throw limits.error("burst", "\(value) bytes is less than one 16KiB block: expected 0 (automatic) or at least \"16KiB\"")
+                }
+                config.burst = value
+            }
             if let value = try limits.bool("count_overhead") { config.countOverhead = value }
             if let value = try limits.integer("max_connections", in: 1...1_000_000) { config.maxConnections = value }
             if let value = try limits.integer("max_connections_per_torrent", in: 1...1_000_000) { config.maxConnectionsPerTorrent = value }
@@ -214,6 +221,9 @@ struct TableReader {
             throw wrongType(key, expected: "a rate such as \"5MiB/s\" or a number of bytes per second", found: value)
         }
         guard let rate = ByteUnits.parseRate(text) else {
+            if text.trimmingWhitespace().hasSuffix("bps") {
+                throw error(key, "\"\(text)\" is bits per second: limits are in bytes, such as \"12.5MB/s\" for 100 Mbit/s")
+            }
             throw error(key, "\"\(text)\" is not a rate: expected a number with an optional unit (B, KiB, MiB, GiB, kB, MB, GB) and /s, or 0 for unlimited")
         }
         return rate
