@@ -10,6 +10,9 @@ struct TransferRate {
     }
 
     mutating func sample(total: Int64, now: UInt64) {
+        // A total that fell belongs to a new counter (a torrent removed and added again
+        // between two samples): the old samples would make the rate negative.
+        if let last = samples.last, total < last.total { samples.removeAll() }
         if samples.count > window { samples.removeFirst(samples.count - window) }
         samples.append((now, total))
     }
