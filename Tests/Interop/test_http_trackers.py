@@ -307,34 +307,51 @@ def test_a_tracker_that_trickles_its_answer_times_out(seeder, start_seeder, tmp_
         listener.close()
 
 
-def test_a_torrent_added_again_while_its_stopped_is_out_is_announced_again(seeder, start_seeder, tmp_path):
-    """Removed from the watch folder and put back before the tracker answered the
-    `stopped`: the torrent seeds again, so it must be announced again."""
+def watched_torrent_with_slow_stopped(seeder, start_seeder, tmp_path, name: str, stop_delay: float,
+                                      stop_timeout: str):
+    """A seeder watching a folder, one torrent dropped into it and announced, on a
+    tracker that takes `stop_delay` seconds to answer a `stopped`. Returns the server,
+    the tracker, the staged torrent and its path in the watch folder."""
     def slow_on_stop(query):
         if query.get("event") == ["stopped"]:
-            time.sleep(8)
+            time.sleep(stop_delay)
         return 200, bencode({"interval": 1800, "peers": b""})
 
     scripted = ScriptedTracker({"/slow/announce": slow_on_stop})
+    data = write_tree(tmp_path / "srv" / "data", {name: 20 * KiB})
+    staged = create(seeder, data / name, tmp_path / f"{name}.torrent", scripted.url("/slow/announce"),
+                    piece_size=16 * KiB)
+    config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
+                          settings={"trackers": {"announce_jitter": "0", "stop_timeout": stop_timeout}})
+    watched = tmp_path / "srv" / "torrents" / f"{name}.torrent"
+    watched.parent.mkdir(parents=True)
     try:
-        data = write_tree(tmp_path / "srv" / "data", {"back.bin": 20 * KiB})
-        staged = create(seeder, data / "back.bin", tmp_path / "back.torrent", scripted.url("/slow/announce"),
-                        piece_size=16 * KiB)
-        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
-                              settings={"trackers": {"announce_jitter": "0", "stop_timeout": "1"}})
-        watched = tmp_path / "srv" / "torrents" / "back.torrent"
-        watched.parent.mkdir(parents=True)
         server = start_seeder("--config", config)
         server.wait_for(r"watching .*/srv/torrents for \.torrent files")
         shutil.copy(staged, watched)
-        server.wait_for(r"announced back\.bin to .*event=started", timeout=10)
+        server.wait_for(rf"announced {re.escape(name)} to .*event=started", timeout=10)
+    except BaseException:
+        scripted.stop()
+        raise
+    return server, scripted, staged, watched
 
+
+def wait_for_stopped(scripted):
+    deadline = time.monotonic() + 5
+    while not any(query.get("event") == ["stopped"] for _, query, _ in scripted.requests):
+        assert time.monotonic() < deadline, "no `stopped` reached the tracker"
+        time.sleep(0.05)
+
+
+def test_a_torrent_added_again_while_its_stopped_is_out_is_announced_again(seeder, start_seeder, tmp_path):
+    """Removed from the watch folder and put back before the tracker answered the
+    `stopped`: the torrent seeds again, so it must be announced again."""
+    server, scripted, staged, watched = watched_torrent_with_slow_stopped(
+        seeder, start_seeder, tmp_path, "back.bin", stop_delay=8, stop_timeout="1")
+    try:
         watched.unlink()
         server.wait_for(r"stopped seeding back\.bin", timeout=10)
-        deadline = time.monotonic() + 5
-        while not any(query.get("event") == ["stopped"] for _, query, _ in scripted.requests):
-            assert time.monotonic() < deadline, "no `stopped` reached the tracker"
-            time.sleep(0.05)
+        wait_for_stopped(scripted)
         shutil.copy(staged, watched)
         server.wait_for(r"(?:announced back\.bin to .*event=started[\s\S]*){2}", timeout=5)
         assert server.stop(timeout=10) == 0
@@ -345,30 +362,11 @@ def test_a_torrent_added_again_while_its_stopped_is_out_is_announced_again(seede
 def test_shutdown_lets_the_stopped_of_a_torrent_just_removed_finish(seeder, start_seeder, tmp_path):
     """A torrent taken out of the watch folder has its `stopped` out when SIGTERM comes:
     shutdown waits for it (within stop_timeout) instead of cancelling it."""
-    def slow_on_stop(query):
-        if query.get("event") == ["stopped"]:
-            time.sleep(1)
-        return 200, bencode({"interval": 1800, "peers": b""})
-
-    scripted = ScriptedTracker({"/slow/announce": slow_on_stop})
+    server, scripted, _, watched = watched_torrent_with_slow_stopped(
+        seeder, start_seeder, tmp_path, "gone.bin", stop_delay=1, stop_timeout="5")
     try:
-        data = write_tree(tmp_path / "srv" / "data", {"gone.bin": 20 * KiB})
-        staged = create(seeder, data / "gone.bin", tmp_path / "gone.torrent", scripted.url("/slow/announce"),
-                        piece_size=16 * KiB)
-        config = write_config(tmp_path / "seeder.toml", base=tmp_path / "srv",
-                              settings={"trackers": {"announce_jitter": "0", "stop_timeout": "5"}})
-        watched = tmp_path / "srv" / "torrents" / "gone.torrent"
-        watched.parent.mkdir(parents=True)
-        server = start_seeder("--config", config)
-        server.wait_for(r"watching .*/srv/torrents for \.torrent files")
-        shutil.copy(staged, watched)
-        server.wait_for(r"announced gone\.bin to .*event=started", timeout=10)
-
         watched.unlink()
-        deadline = time.monotonic() + 5
-        while not any(query.get("event") == ["stopped"] for _, query, _ in scripted.requests):
-            assert time.monotonic() < deadline, "no `stopped` reached the tracker"
-            time.sleep(0.05)
+        wait_for_stopped(scripted)
         assert server.stop(timeout=10) == 0
         assert re.search(r"announced gone\.bin to .*event=stopped", server.log()), server.log()
     finally:
