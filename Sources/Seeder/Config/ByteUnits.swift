@@ -34,12 +34,17 @@ public enum ByteUnits {
         return overflow ? nil : bytes
     }
 
+    /// A rate in bits per second (`100Mbps`, `512kbps`): a lower-case b before `ps`.
+    public static func isBitRate(_ text: String) -> Bool {
+        text.trimmingWhitespace().hasSuffix("bps")
+    }
+
     /// Parses a rate in bytes per second; `0` and `unlimited` mean no limit (0). `MBps`
     /// is bytes, but `Mbps` and `kbps` (a lower-case b) are bits, as line speeds are
     /// quoted: refused rather than read as eight times the limit meant.
     public static func parseRate(_ text: String) -> Int64? {
         let original = text.trimmingWhitespace()
-        if original.hasSuffix("bps") { return nil }
+        if isBitRate(original) { return nil }
         var trimmed = original.lowercased()
         if trimmed == "unlimited" { return 0 }
         if trimmed.hasSuffix("/s") { trimmed.removeLast(2) } else if trimmed.hasSuffix("ps") { trimmed.removeLast(2) }

@@ -221,7 +221,7 @@ struct TableReader {
             throw wrongType(key, expected: "a rate such as \"5MiB/s\" or a number of bytes per second", found: value)
         }
         guard let rate = ByteUnits.parseRate(text) else {
-            if text.trimmingWhitespace().hasSuffix("bps") {
+            if ByteUnits.isBitRate(text) {
                 throw error(key, "\"\(text)\" is bits per second: limits are in bytes, such as \"12.5MB/s\" for 100 Mbit/s")
             }
             throw error(key, "\"\(text)\" is not a rate: expected a number with an optional unit (B, KiB, MiB, GiB, kB, MB, GB) and /s, or 0 for unlimited")

@@ -66,7 +66,7 @@ final class TorrentDownload {
     /// Zero-length files get no writes: they are created up front, off the loop.
     private func createEmptyFiles() {
         let storage = torrent.storage
-        guard storage.layout.files.contains(where: { $0.length == 0 && !$0.isPadding }) else { return }
+        guard storage.hasEmptyFiles else { return }
         let bound = LoopBound(self, loop: loop)
         let loop = self.loop
         let name = torrent.name

@@ -41,6 +41,9 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
     /// Piece messages waiting for upload bandwidth, in the order they must go out.
     private var waiting: [OutputSegment] = []
     private var waitingBytes = 0
+    /// Output not yet handed to the network: queued in the transport or waiting for
+    /// upload bandwidth.
+    private var unsentOutput: Int { connection.outputLength + waitingBytes }
     /// Upload bytes granted and not yet written.
     private var uploadCredit: Int64 = 0
     /// The download half, while our torrent misses pieces (see DownloadGuide).
@@ -129,10 +132,10 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
         let received = connection.read(into: &decoder, limit: readLimit())
         everReceived = true
         processInput()
-        if case .active = phase, connection.outputLength + waitingBytes > Self.maxUnreadOutput {
+        if case .active = phase, unsentOutput > Self.maxUnreadOutput {
             // Each request while choked earns a reject: a peer that sends them and never
             // reads would have us queue its rejects for as long as it keeps sending.
-            return close("does not read: \(connection.outputLength + waitingBytes) bytes of output unsent", peerFault: true)
+            return close("does not read: \(unsentOutput) bytes of output unsent", peerFault: true)
         }
         if received > 0 { chargeDownload(received) }
         if !diskPaused, case .active = phase, let torrentDownload = swarm?.download, torrentDownload.isBackedUp {
@@ -292,7 +295,7 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
             // Output waiting plus reads in flight stay under the high watermark, so a
             // slow peer holds about 1 MiB here however many requests it queues; a fast
             // one, whose output the kernel takes at once, gets all 64 reads.
-            let budget = (Self.outputHighWatermark - connection.outputLength - waitingBytes) / (PeerMessage.pieceHeaderLength + BlockRequest.maxLength)
+            let budget = (Self.outputHighWatermark - unsentOutput) / (PeerMessage.pieceHeaderLength + BlockRequest.maxLength)
             let room = min(Self.maxBatch, Self.maxReadsInFlight - readsInFlight, budget - readsInFlight)
             guard room > 0 else { return }
             if readsInFlight > 0 && session!.queuedCount < min(Self.minBatch, room) { return }

@@ -169,6 +169,8 @@ public final class TorrentStorage: Sendable {
         }
     }
 
+    public var hasEmptyFiles: Bool { layout.files.contains { !$0.isPadding && $0.length == 0 } }
+
     /// Creates the torrent's zero-length files: no block is ever written to them, so a
     /// download would otherwise finish without them. Existing files are left as they are.
     public func createEmptyFiles() throws(StorageError) {
