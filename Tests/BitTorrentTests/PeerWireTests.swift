@@ -113,6 +113,21 @@ import SeededRandom
         #expect(throws: PeerProtocolError.self) { try Handshake.parsePrefix(Array("GET / HTTP/1.1\r\nHost: x\r\n\r\n....................".utf8)) }
     }
 
+    @Test func refusesAHandshakeAtItsFirstWrongByte() throws {
+        let start = Handshake(reserved: Handshake.ourReserved, infoHash: InfoHash(bytes: [UInt8](repeating: 1, count: 20))!,
+                              peerID: [UInt8](repeating: 0x31, count: 20)).encoded()
+        // Every true beginning passes, however short, and so does nothing at all.
+        for length in 0 ... 20 { try Handshake.checkStart(start.prefix(length)) }
+        #expect(throws: PeerProtocolError.self) { try Handshake.checkStart([0x13, 0x42, 0x69, 0x74, 0x00]) }
+        #expect(throws: PeerProtocolError.self) { try Handshake.checkStart([0x47]) }
+        // The decoder lends what it holds without taking it.
+        var decoder = PeerMessageDecoder(maxMessageLength: 1 << 20)
+        #expect(decoder.peekRaw(20).isEmpty)
+        decoder.append(Array(start[0 ..< 7]))
+        #expect(Array(decoder.peekRaw(20)) == Array(start[0 ..< 7]))
+        #expect(decoder.bufferedByteCount == 7)
+    }
+
     @Test func extensionHandshakeRoundTrips() throws {
         var handshake = ExtensionHandshake()
         handshake.clientVersion = "Seeder 0.1.0"

@@ -34,12 +34,19 @@ public struct Handshake: Equatable, Sendable {
         return out
     }
 
+    /// Checks what has arrived of a handshake so far against its fixed start (19, then
+    /// "BitTorrent protocol"), so a peer sending anything else is refused at its first
+    /// bytes rather than held until the handshake timeout.
+    public static func checkStart(_ bytes: some Collection<UInt8>) throws(PeerProtocolError) {
+        guard bytes.elementsEqual(([19] + protocolName).prefix(bytes.count)) else {
+            throw .badHandshake("not the BitTorrent protocol")
+        }
+    }
+
     /// Parses the first 48 bytes: protocol, reserved bits and info-hash.
     public static func parsePrefix(_ bytes: [UInt8]) throws(PeerProtocolError) -> (reserved: [UInt8], infoHash: InfoHash) {
         guard bytes.count >= prefixLength else { throw .badHandshake("too short") }
-        guard bytes[0] == 19, Array(bytes[1..<20]) == protocolName else {
-            throw .badHandshake("not the BitTorrent protocol")
-        }
+        try checkStart(bytes[0..<20])
         return (Array(bytes[20..<28]), InfoHash(bytes: Array(bytes[28..<48]))!)
     }
 }

@@ -69,6 +69,11 @@ public struct PeerMessageDecoder {
         bytes.withUnsafeBytes { append($0) }
     }
 
+    /// Up to `count` buffered bytes from the front, left in place.
+    public func peekRaw(_ count: Int) -> ArraySlice<UInt8> {
+        buffer[start..<(start + min(count, bufferedByteCount))]
+    }
+
     /// Takes raw bytes off the front (the handshake, which is not length-prefixed).
     public mutating func takeRaw(_ count: Int) -> [UInt8]? {
         guard bufferedByteCount >= count else { return nil }

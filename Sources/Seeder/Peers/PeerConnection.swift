@@ -163,7 +163,12 @@ final class PeerConnection: PeerTransportDelegate, BandwidthClient {
                 guard !server.isBanned(remote.ip) else {
                     return close("banned: sent pieces that failed their hash check", peerFault: false)
                 }
-                guard decoder.bufferedByteCount >= Handshake.prefixLength else { return }
+                guard decoder.bufferedByteCount >= Handshake.prefixLength else {
+                    do { try Handshake.checkStart(decoder.peekRaw(20)) } catch {
+                        return close("\(error)", peerFault: true)
+                    }
+                    return
+                }
                 let prefix = decoder.takeRaw(Handshake.prefixLength)!
                 let parsed: (reserved: [UInt8], infoHash: InfoHash)
                 do { parsed = try Handshake.parsePrefix(prefix) } catch {
